@@ -1,0 +1,163 @@
+"""The style catalog: every model animelite knows is a data entry, not a class.
+
+An entry says where the published weights live (URL pinned to a commit), how to
+check them (sha256, or the git blob SHA-1 where that is all upstream publishes),
+what format they come in, and how the runtime model behaves (tensor layout, the
+multiple its sides must be, the value range). Adding a style means adding an
+entry here (or ``animelite models add`` for a local file), never new code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import StyleError
+
+ANIMEGAN_V2_LICENCE = (
+    "AnimeGANv2 weights: free for academic and other non-commercial use; "
+    "commercial use needs the author's permission (TachibanaYoshino/AnimeGANv2)."
+)
+ANIMEGAN_V3_LICENCE = (
+    "AnimeGANv3 weights: non-commercial; commercial use needs an authorization "
+    "letter from the author (TachibanaYoshino/AnimeGANv3)."
+)
+
+_PT_BASE = "https://github.com/bryandlee/animegan2-pytorch/raw/25d7b017267208dfaf34026aa3425e518372aa2f/weights/"
+_V3_BASE = "https://github.com/tuanmjnh/AnimeGANv3_Video/raw/9d1e5e9e3a2f54a3d6781880a4df1d996e842a7b/resources/"
+
+
+@dataclass(frozen=True)
+class Style:
+    """One model in the catalog.
+
+    ``source_format`` is what upstream publishes ("tflite", "pt" or "onnx");
+    ``variant`` tells the AnimeGANv2 graph builder which upstream semantics to
+    reproduce ("tf": TensorFlow resize and layer-norm epsilon; "pytorch": the
+    public PyTorch port's align_corners=True resize and GroupNorm epsilon).
+    ``layout`` and ``size_multiple`` describe the *runtime* ONNX model.
+    """
+
+    name: str
+    family: str  # "animeganv2" | "animeganv3"
+    file: str  # file name of the published weights in the models directory
+    source_format: str  # "tflite" | "pt" | "onnx"
+    url: str
+    checksum: str  # "sha256:<hex>" or "gitsha1:<hex>" (git blob id)
+    layout: str  # "NCHW" | "NHWC" of the runtime ONNX model
+    size_multiple: int
+    value_range: tuple[float, float]
+    licence: str
+    description: str
+    non_commercial: bool = True
+    variant: str = ""  # graph builder variant for AnimeGANv2 sources
+    size_bytes: int | None = None
+    aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def needs_conversion(self) -> bool:
+        return self.source_format != "onnx"
+
+    @property
+    def runtime_file(self) -> str:
+        """File name of the ONNX model the engine runs (converted once, cached)."""
+        if self.needs_conversion:
+            return f"{self.name}.onnx"
+        return self.file
+
+
+CATALOG: dict[str, Style] = {}
+
+
+def register(style: Style) -> Style:
+    if style.name in CATALOG:
+        raise StyleError(f"style {style.name!r} is already in the catalog")
+    CATALOG[style.name] = style
+    return style
+
+
+DEFAULT_STYLE = "hayao"
+
+register(Style(
+    name="hayao",
+    family="animeganv2",
+    file="animeganv2_hayao_256x256_integer_quant.tflite",
+    source_format="tflite",
+    url="https://github.com/terryky/tflite_gles_app/raw/11bffd9751cec6e53f176b2386771a2f9db007ae/gl2animegan2/model/animeganv2_hayao_256x256_integer_quant.tflite",
+    checksum="sha256:7d9157db18ad9238a7189c4f56786dbb865f980e219c167def0988fc67ffe5e0",
+    layout="NCHW",
+    size_multiple=4,
+    value_range=(-1.0, 1.0),
+    licence=ANIMEGAN_V2_LICENCE,
+    description="Miyazaki/Hayao look: soft painted skies, warm greens (AnimeGANv2, rebuilt from the full-integer TFLite release).",
+    variant="tf",
+    size_bytes=2401840,
+    aliases=("miyazaki",),
+))
+
+register(Style(
+    name="shinkai",
+    family="animeganv3",
+    file="animeganv3_shinkai_37.onnx",
+    source_format="onnx",
+    url=_V3_BASE + "AnimeGANv3_Shinkai_37.pb",
+    checksum="sha256:1e31ebefb2158d427fed5e9ef94caa7cdfe61ad6fee008d2eb4ea8fb0dbb943f",
+    layout="NHWC",
+    size_multiple=8,
+    value_range=(-1.0, 1.0),
+    licence=ANIMEGAN_V3_LICENCE,
+    description="Makoto Shinkai look: saturated blue skies and crisp light (AnimeGANv3).",
+    size_bytes=4236869,
+))
+
+register(Style(
+    name="cute",
+    family="animeganv3",
+    file="animeganv3_tiny_cute.onnx",
+    source_format="onnx",
+    url=_V3_BASE + "AnimeGANv3_tiny_Cute.onnx",
+    checksum="sha256:3ef02d6b2939a0e81621abc5beb0e741bb58654570033cd0e97f6b6ef37c1171",
+    layout="NHWC",
+    size_multiple=16,
+    value_range=(-1.0, 1.0),
+    licence=ANIMEGAN_V3_LICENCE,
+    description="Cute portrait style, small and fast (AnimeGANv3 tiny); best on faces.",
+    size_bytes=2452590,
+))
+
+_PT_STYLES = [
+    ("face_paint_512_v2", "d75102f8f201ddaf8dbe6b913b1a97585b55f838",
+     "Face portrait v2: clean anime faces, strong outlines (AnimeGANv2, PyTorch port).", ("face-paint",)),
+    ("face_paint_512_v1", "19c1a1da4d9580186109a2b055d91044e5127de6",
+     "Face portrait v1: softer, closer to the photo (AnimeGANv2, PyTorch port).", ()),
+    ("celeba_distill", "3b7ea61b02254980831cc3bc77af30666dbc999c",
+     "Webtoon faces distilled from CelebA (AnimeGANv2, PyTorch port).", ("webtoon",)),
+    ("paprika", "58086c9db9fc7a9e5c2876ca31b8079599352643",
+     "Paprika look: vivid colours, heavy contrast (AnimeGANv2 official weights, PyTorch port).", ()),
+]
+for _name, _blob, _desc, _aliases in _PT_STYLES:
+    register(Style(
+        name=_name,
+        family="animeganv2",
+        file=f"{_name}.pt",
+        source_format="pt",
+        url=_PT_BASE + f"{_name}.pt",
+        checksum=f"gitsha1:{_blob}",
+        layout="NCHW",
+        size_multiple=4,
+        value_range=(-1.0, 1.0),
+        licence=ANIMEGAN_V2_LICENCE,
+        description=_desc,
+        variant="pytorch",
+        aliases=_aliases,
+    ))
+
+
+def get_style(name: str) -> Style:
+    """Look a style up by name or alias (case-insensitive, '-' and '_' alike)."""
+    key = name.strip().lower().replace("-", "_")
+    for style in CATALOG.values():
+        names = [style.name] + list(style.aliases)
+        if key in (n.lower().replace("-", "_") for n in names):
+            return style
+    known = ", ".join(sorted(CATALOG))
+    raise StyleError(f"unknown style {name!r}; known styles: {known}")
