@@ -48,3 +48,27 @@ def tiny_onnx_generator(path: Path, layout: str = "NHWC", seed: int = 0) -> Path
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def make_store(root: Path):
+    """A models directory holding two synthetic styles: 'tiny' (NHWC ONNX, multiple 8)
+    and 'randv2' (an AnimeGANv2 graph with random weights, NCHW, multiple 4)."""
+    from animelite.convert.animeganv2 import build_onnx
+    from animelite.store import ModelStore
+
+    store = ModelStore(root / "models")
+    src = root / "src"
+    src.mkdir(exist_ok=True)
+    store.add(tiny_onnx_generator(src / "tiny.onnx"), "tiny", description="tiny test model")
+    onnx.save(build_onnx(random_generator_weights(7), "tf"), str(src / "randv2.onnx"))
+    store.add(src / "randv2.onnx", "randv2", size_multiple=4)
+    return store
+
+
+def photo_like(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A smooth gradient with texture, as an (H, W, 3) uint8 RGB array."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([xx / max(width - 1, 1) * 255, yy / max(height - 1, 1) * 255,
+                     np.full_like(xx, 128)], axis=-1)
+    return np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)

@@ -1,0 +1,129 @@
+"""The command line, run in-process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from helpers import make_store, photo_like, tiny_onnx_generator
+from PIL import Image
+
+from animelite.cli import main
+
+
+@pytest.fixture()
+def env(tmp_path):
+    store = make_store(tmp_path)
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    Image.fromarray(photo_like(120, 80, 1)).save(photos / "a.jpg")
+    Image.fromarray(photo_like(80, 120, 2)).save(photos / "b.png")
+    Image.fromarray(photo_like(100, 100, 3)).save(photos / "sub" / "c.webp")
+    (photos / "sub" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return store, photos, tmp_path / "out"
+
+
+def run(store, *args):
+    return main(["--models", str(store.root), *args])
+
+
+def test_folder_recursive_with_a_bad_file(env, capsys):
+    store, photos, out = env
+    code = run(store, "stylize", str(photos), "-o", str(out), "--style", "tiny", "--size", "64")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "broken.jpg" in err and "truncated or corrupt" in err
+    assert "3 stylized, 0 skipped" in err and "1 failed" in err
+    assert Image.open(out / "a.jpg").format == "JPEG"  # format follows the input
+    assert Image.open(out / "b.png").size == (40, 64)  # 80x120 -> 40x64 at multiple 8
+    assert (out / "sub" / "c.webp").exists()  # folder structure kept
+    assert not (out / "sub" / "broken.jpg").exists()
+    # second run skips what exists and changes nothing
+    before = (out / "a.jpg").read_bytes()
+    code = run(store, "stylize", str(photos / "a.jpg"), str(photos / "b.png"), "-o", str(out), "--style", "tiny")
+    assert code == 0 and "0 stylized, 2 skipped" in capsys.readouterr().err
+    assert (out / "a.jpg").read_bytes() == before
+    code = run(store, "stylize", str(photos / "a.jpg"), "-o", str(out), "--style", "tiny", "--size", "96",
+               "--overwrite")
+    assert code == 0 and (out / "a.jpg").read_bytes() != before
+
+
+def test_single_file_output_format_and_glob(env, capsys):
+    store, photos, out = env
+    target = out / "anime.webp"
+    assert run(store, "stylize", str(photos / "a.jpg"), "-o", str(target), "--style", "tiny", "--keep-size") == 0
+    assert Image.open(target).format == "WEBP" and Image.open(target).size == (120, 80)
+    assert run(store, "stylize", str(photos / "*.png"), "-o", str(out / "g"), "--style", "randv2",
+               "--format", "jpg", "--size", "64", "-v") == 0
+    assert (out / "g" / "b.jpg").exists()
+    assert "inference=" in capsys.readouterr().err
+
+
+def test_usage_errors(env, capsys):
+    store, photos, out = env
+    assert run(store, "stylize", str(photos / "nothing*.jpg"), "-o", str(out), "--style", "tiny") == 1
+    assert "no such file" in capsys.readouterr().err
+    assert run(store, "stylize", str(photos / "a.jpg"), "-o", str(out), "--style", "nope") == 1
+    assert "unknown style 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        run(store, "stylize", str(photos / "a.jpg"), "-o", str(out), "--size", "big")
+    assert exc.value.code == 2
+    # output is a file but several inputs: refused, nothing written
+    (out).mkdir()
+    clash = out / "file.txt"
+    clash.write_text("keep me")
+    assert run(store, "stylize", str(photos), "-o", str(clash), "--style", "tiny") == 2
+    assert clash.read_text() == "keep me"
+
+
+def test_two_inputs_same_output_name(env, capsys):
+    store, photos, out = env
+    Image.fromarray(photo_like(64, 64)).save(photos / "a.png")
+    code = run(store, "stylize", str(photos / "a.jpg"), str(photos / "a.png"), "-o", str(out), "--style", "tiny",
+               "--format", "png")
+    assert code == 1 and "already the output of" in capsys.readouterr().err
+
+
+def test_models_commands(env, tmp_path, capsys):
+    store, _, _ = env
+    assert run(store, "models", "list") == 0
+    text = capsys.readouterr().out
+    assert "hayao" in text and "tiny" in text and "NON-COMMERCIAL" in text
+    extra = tiny_onnx_generator(tmp_path / "x.onnx", layout="NCHW")
+    assert run(store, "models", "add", str(extra), "--name", "extra") == 0
+    assert "layout NCHW" in capsys.readouterr().out
+    assert run(store, "models", "add", str(tmp_path / "missing.onnx"), "--name", "m2") == 1
+    assert "no such file" in capsys.readouterr().err
+    assert run(store, "models", "verify", "tiny", "extra") == 0
+    assert run(store, "models", "pull", "hayao", "--from", str(tmp_path / "no-mirror")) == 1
+    assert "no-mirror" in capsys.readouterr().err
+
+
+def test_models_pull_from_mirror(shared_models, tmp_path, capsys):
+    assert main(["--models", str(tmp_path / "m"), "models", "pull", "hayao", "cute", "--from", str(shared_models),
+                 "-q"]) == 0
+    assert main(["--models", str(tmp_path / "m"), "models", "verify"]) == 0
+    out = capsys.readouterr().out
+    assert "hayao: ok" in out and "cute: ok" in out
+    assert (tmp_path / "m" / "hayao.onnx").exists()  # converted once, cached
+
+
+def test_bench_json(env, capsys):
+    store, photos, _ = env
+    code = run(store, "bench", "--style", "tiny", "--sizes", "64", "96", "--threads", "1", "--count", "2",
+               "--photos", str(photos), "--json")
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [r["size"] for r in data["rows"]] == [64, 96]
+    for row in data["rows"]:
+        assert set(row["stages_ms"]) == {"decode", "preprocess", "inference", "postprocess", "encode"}
+        assert row["photos"] == 2 and row["total_ms"] > 0
+    assert run(store, "bench", "--style", "tiny", "--sizes", "64", "--threads", "1", "--count", "1") == 0
+    assert "synthetic" in capsys.readouterr().out
+
+
+def test_module_entry_point(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "animelite", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("animelite ")

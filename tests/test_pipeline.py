@@ -1,0 +1,167 @@
+"""The one pipeline behind the CLI, the API and the server."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from helpers import make_store, photo_like
+from PIL import Image
+
+import animelite
+from animelite.errors import AnimeliteError, ImageError, StyleError
+from animelite.imageio import OutputExistsError
+from animelite.pipeline import STAGES, Stylizer, working_size
+from animelite.store import ModelStore
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("store"))
+
+
+@pytest.mark.parametrize("w,h,size,mult,expect", [
+    (4000, 3000, 512, 4, (512, 384)),
+    (3000, 4000, 512, 8, (384, 512)),
+    (1000, 1000, 256, 16, (256, 256)),
+    (640, 427, 512, 8, (512, 344)),  # 341.6 -> nearest multiple of 8
+    (10, 3000, 512, 16, (16, 512)),  # never below one multiple
+    (300, 200, 512, 4, (512, 340)),  # small inputs are brought up to the working size
+])
+def test_working_size(w, h, size, mult, expect):
+    got = working_size(w, h, size, mult)
+    assert got == expect
+    assert got[0] % mult == 0 and got[1] % mult == 0
+
+
+def test_working_size_keeps_aspect():
+    for w, h in [(4032, 3024), (1080, 1920), (2000, 999), (777, 555)]:
+        ww, wh = working_size(w, h, 512, 8)
+        assert abs(ww / wh - w / h) / (w / h) < 0.03
+
+
+@pytest.mark.parametrize("style", ["tiny", "randv2"])
+def test_stylize_array_sizes_and_timings(store, style):
+    s = Stylizer(style, size=128, store=store)
+    rgb = photo_like(300, 200)
+    r = s.stylize(rgb)
+    assert r.working_size == working_size(300, 200, 128, s.style.size_multiple)
+    assert r.image.shape == (r.working_size[1], r.working_size[0], 3) and r.image.dtype == np.uint8
+    assert set(r.timings) == {"decode", "preprocess", "inference", "postprocess"}
+    assert all(v >= 0 for v in r.timings.values())
+    r = s.encode(r, "png")
+    assert list(r.timings) == list(STAGES)
+    assert Image.open(io.BytesIO(r.encoded)).size == r.working_size
+
+
+def test_tiny_model_output_is_the_model_not_the_input(store):
+    # the tiny model is tanh(0.9*x + noise) on [-1, 1]: it darkens/brightens predictably
+    s = Stylizer("tiny", size=64, store=store)
+    rgb = photo_like(64, 64)
+    out = s.stylize(rgb).image.astype(np.float32)
+    x = rgb.astype(np.float32) / 127.5 - 1
+    approx = (np.tanh(0.9 * x) + 1) * 127.5
+    assert np.abs(out - approx).mean() < 12  # near the model's function ...
+    assert np.abs(out - rgb).mean() > 3  # ... and not a copy of the input
+
+
+def test_keep_size_and_alpha(store):
+    s = Stylizer("tiny", size=64, keep_size=True, store=store)
+    rgba = np.dstack([photo_like(150, 90), np.tile(np.linspace(0, 255, 150, dtype=np.uint8), (90, 1))])
+    r = s.stylize(rgba)
+    assert r.size == (150, 90)
+    assert r.alpha is not None and np.array_equal(r.alpha, rgba[:, :, 3])
+    back = Image.open(io.BytesIO(s.encode(r, "png").encoded))
+    assert back.mode == "RGBA" and back.size == (150, 90)
+    # without keep_size the alpha follows the image to the working size
+    r2 = Stylizer("tiny", size=64, store=store).stylize(rgba)
+    assert r2.alpha.shape == (r2.image.shape[0], r2.image.shape[1])
+
+
+def test_all_input_kinds_agree(store, tmp_path):
+    s = Stylizer("randv2", size=64, store=store)
+    rgb = photo_like(80, 60, seed=3)
+    path = tmp_path / "p.png"
+    Image.fromarray(rgb).save(path)
+    outs = [s.stylize(src).image for src in (rgb, Image.fromarray(rgb), path, str(path), path.read_bytes())]
+    for o in outs[1:]:
+        assert np.array_equal(o, outs[0])
+
+
+def test_stylize_file_atomic_and_no_overwrite(store, tmp_path):
+    s = Stylizer("tiny", size=64, store=store)
+    src = tmp_path / "in.jpg"
+    Image.fromarray(photo_like(100, 80)).save(src)
+    dst = tmp_path / "out" / "in.webp"
+    r = s.stylize_file(src, dst, quality=80)
+    assert Image.open(dst).format == "WEBP" and r.format == "webp"
+    before = dst.read_bytes()
+    with pytest.raises(OutputExistsError):
+        s.stylize_file(src, dst)
+    assert dst.read_bytes() == before
+    s.stylize_file(src, dst, overwrite=True, fmt="webp", quality=30)
+    assert dst.read_bytes() != before
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["in.webp"]  # no temp files left
+
+
+def test_bad_inputs_are_named(store, tmp_path):
+    s = Stylizer("tiny", size=64, store=store)
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a photo")
+    with pytest.raises(ImageError, match="notes.jpg"):
+        s.stylize(bad)
+    with pytest.raises(ImageError):
+        s.stylize(tmp_path / "absent.png")
+    with pytest.raises(AnimeliteError, match="size"):
+        Stylizer("tiny", size=10, store=store)
+    with pytest.raises(AnimeliteError, match="threads"):
+        Stylizer("tiny", threads=0, store=store)
+    with pytest.raises(StyleError, match="unknown style 'nope'"):
+        Stylizer("nope", store=store)
+    with pytest.raises(ImageError, match="limit"):
+        Stylizer("tiny", size=64, store=store, max_pixels=1000).stylize(photo_like(100, 100))
+
+
+def test_top_level_stylize(store):
+    img = animelite.stylize(photo_like(120, 90), style="tiny", size=64, models_dir=store.root)
+    assert isinstance(img, Image.Image) and img.size == (64, 48)
+
+
+def test_missing_model_says_how_to_get_it(tmp_path):
+    store = ModelStore(tmp_path / "empty")
+    with pytest.raises(AnimeliteError, match="pull"):
+        Stylizer("hayao", store=store, auto_pull=False)
+
+
+# -- real weights ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real_store(tmp_path_factory, shared_models):
+    store = ModelStore(tmp_path_factory.mktemp("real") / "models")
+    for name in ("hayao", "shinkai", "cute"):
+        store.pull(name, mirror=shared_models, progress=False)
+    return store
+
+
+@pytest.mark.parametrize("style,mult", [("hayao", 4), ("shinkai", 8), ("cute", 16)])
+def test_real_styles_on_a_real_photo(real_store, shared_photos, style, mult):
+    photo = shared_photos / "scenes" / "china.jpg"
+    s = Stylizer(style, size=256, store=real_store, notice=lambda _m: None)
+    r = s.stylize(photo)
+    w, h = Image.open(photo).size
+    assert r.working_size == working_size(w, h, 256, mult)
+    src = np.asarray(Image.open(photo).convert("RGB").resize(r.working_size), np.float32)
+    out = r.image.astype(np.float32)
+    # stylized, yet still the same picture: correlated with the photo, clearly changed
+    corr = np.corrcoef(src.mean(-1).ravel(), out.mean(-1).ravel())[0, 1]
+    assert corr > 0.6, corr
+    assert np.abs(out - src).mean() > 5
+
+
+def test_licence_notice_shown_once(real_store):
+    notes = []
+    Stylizer("shinkai", size=64, store=ModelStore(real_store.root), notice=notes.append)
+    Stylizer("shinkai", size=64, store=ModelStore(real_store.root), notice=notes.append)
+    # the fixture's first use already recorded it, or this is the first: at most one notice
+    assert len(notes) <= 1
+    assert all("non-commercial" in n.lower() for n in notes)
