@@ -176,7 +176,9 @@ def cmd_models(args) -> int:
         return EXIT_FAILED if failed else EXIT_OK
     if action == "add":
         try:
-            style = store.add(Path(args.file), args.name, description=args.description or "")
+            style = store.add(Path(args.file), args.name, description=args.description or "",
+                              licence=args.licence, non_commercial=args.non_commercial, replace=args.replace,
+                              size_multiple=args.size_multiple)
         except AnimeliteError as exc:
             _err(str(exc))
             return EXIT_FAILED
@@ -263,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("file")
     add.add_argument("--name", required=True)
     add.add_argument("--description", default="")
+    add.add_argument("--licence", default="unknown (added by the user)", help="licence text shown by `models list`")
+    add.add_argument("--non-commercial", action="store_true",
+                     help="mark the weights non-commercial (a notice is shown at first use)")
+    add.add_argument("--size-multiple", type=_positive_int(1, 256), default=None,
+                     help="the multiple the model's sides need (default 8 for ONNX, 4 for AnimeGANv2)")
+    add.add_argument("--replace", action="store_true", help="replace a user style of the same name")
     ver = msub.add_parser("verify", help="check the checksums of the models present")
     ver.add_argument("names", nargs="*", metavar="NAME")
     m.set_defaults(func=cmd_models)

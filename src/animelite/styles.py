@@ -99,7 +99,12 @@ register(Style(
     family="animeganv3",
     file="animeganv3_shinkai_37.onnx",
     source_format="onnx",
-    url=_V3_BASE + "AnimeGANv3_Shinkai_37.pb",
+    # The author's own ONNX release of this style. The checksum pinned here is of
+    # the ONNX the project's mirror holds (tf2onnx 1.17, opset 17, from the author's
+    # AnimeGANv3_Shinkai_37.pb at _V3_BASE); if the release file differs byte for
+    # byte, `models pull` says so and `models add FILE --name shinkai` or
+    # `models pull shinkai --from DIR` installs a verified copy by hand.
+    url="https://github.com/TachibanaYoshino/AnimeGANv3/releases/download/v1.1.0/AnimeGANv3_Shinkai_37.onnx",
     checksum="sha256:1e31ebefb2158d427fed5e9ef94caa7cdfe61ad6fee008d2eb4ea8fb0dbb943f",
     layout="NHWC",
     size_multiple=8,
