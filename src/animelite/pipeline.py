@@ -46,6 +46,7 @@ class Result:
     encoded: bytes | None = None
     format: str | None = None
     icc_profile: bytes | None = None
+    background: tuple[int, int, int] | None = None  # what transparent pixels were composited over
 
     @property
     def size(self) -> tuple[int, int]:
@@ -162,12 +163,15 @@ class Stylizer:
             elif alpha is not None:
                 alpha = resize_rgb(alpha, work)
         return Result(image=out, alpha=alpha, style=self.style.name, input_size=(width, height),
-                      working_size=work, timings=timings, icc_profile=decoded.icc_profile)
+                      working_size=work, timings=timings, icc_profile=decoded.icc_profile,
+                      background=decoded.background if alpha is not None else None)
 
     def encode(self, result: Result, fmt: str = "png", quality: int = 92) -> Result:
         with _timed(result.timings, "encode"):
+            # un-blend the white the alpha was composited over before stylizing,
+            # so soft edges get no light fringe
             result.encoded = imageio.encode_image((result.image, result.alpha), fmt, quality,
-                                                  icc_profile=result.icc_profile)
+                                                  icc_profile=result.icc_profile, background=result.background)
             result.format = fmt.lower()
         return result
 
