@@ -212,23 +212,27 @@ def build_onnx(weights: GeneratorWeights, variant: str = "tf", norm: str = "inst
                  strides=[layer.stride] * 2, group=layer.out_ch if layer.depthwise else 1)
         if layer.norm is None:
             return x
-        x = layer_norm(x)
-        gamma = g.const(layer.norm + ".weight", t[layer.norm + ".weight"].reshape(-1, 1, 1))
-        beta = g.const(layer.norm + ".bias", t[layer.norm + ".bias"].reshape(-1, 1, 1))
-        x = g.op("Add", [g.op("Mul", [x, gamma]), beta])
+        x = layer_norm(x, layer)
         if layer.act:
             x = g.op("LeakyRelu", [x], alpha=0.2)
         return x
 
-    def layer_norm(x: str) -> str:
+    def layer_norm(x: str, layer: ConvLayer) -> str:
+        """Layer norm over (C, H, W) followed by the per-channel affine."""
+        gamma_v = t[layer.norm + ".weight"]
+        beta_v = t[layer.norm + ".bias"]
         if norm == "instance":  # instance norm of the (N, 1, C*H*W) view
             shape = g.op("Shape", [x])
             flat = g.op("Reshape", [x, flat_shape])
             normed = g.op("InstanceNormalization", [flat, ones1, zeros1], epsilon=float(eps))
-            return g.op("Reshape", [normed, shape])
-        centred = g.op("Sub", [x, g.op("ReduceMean", [x], axes=[1, 2, 3], keepdims=1)])
-        var = g.op("ReduceMean", [g.op("Mul", [centred, centred])], axes=[1, 2, 3], keepdims=1)
-        return g.op("Div", [centred, g.op("Sqrt", [g.op("Add", [var, eps_const])])])
+            x = g.op("Reshape", [normed, shape])
+        else:
+            centred = g.op("Sub", [x, g.op("ReduceMean", [x], axes=[1, 2, 3], keepdims=1)])
+            var = g.op("ReduceMean", [g.op("Mul", [centred, centred])], axes=[1, 2, 3], keepdims=1)
+            x = g.op("Div", [centred, g.op("Sqrt", [g.op("Add", [var, eps_const])])])
+        gamma = g.const(layer.norm + ".weight", gamma_v.reshape(-1, 1, 1))
+        beta = g.const(layer.norm + ".bias", beta_v.reshape(-1, 1, 1))
+        return g.op("Add", [g.op("Mul", [x, gamma]), beta])
 
     def upsample(x: str, like: str) -> str:
         if cfg["resize"] == "asymmetric":
