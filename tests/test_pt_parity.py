@@ -52,3 +52,21 @@ def test_pt_added_as_a_style_stylizes(saved_generator, tmp_path):
     assert (style.family, style.source_format, style.layout, style.size_multiple) == ("animeganv2", "pt", "NCHW", 4)
     result = Stylizer("mypt", size=64, store=store).stylize(np.full((50, 70, 3), 128, np.uint8))
     assert result.image.shape == (44, 64, 3)
+
+
+def test_tf_semantics_match_an_independent_pytorch_generator(shared_models):
+    # The official TF weights through our TFLite reader + builder ("tf" variant)
+    # against the PyTorch reference with TF resize semantics and eps 1e-12.
+    from animelite.convert.tflite_reader import read_animeganv2_tflite
+    from animelite.torch_reference import from_weights
+
+    weights = read_animeganv2_tflite(shared_models / "animeganv2_hayao_256x256_integer_quant.tflite")
+    net = from_weights(weights, "tf")
+    model = build_runtime_model(shared_models / "animeganv2_hayao_256x256_integer_quant.tflite", "tflite")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(6).uniform(-1, 1, (1, 3, 96, 160)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    assert np.abs(expected - sess.run(None, {"input": x})[0]).max() <= 1e-4

@@ -97,6 +97,10 @@ class Generator(nn.Module):
         )
         self.out_layer = nn.Sequential(nn.Conv2d(32, 3, kernel_size=1, bias=False), nn.Tanh())
 
+    #: "tf": TF1 resize_bilinear semantics (align_corners=False, half_pixel_centers=False, x2),
+    #: used for the official TensorFlow weights; None: as the ``align_corners`` argument says.
+    resize_mode: str | None = None
+
     def forward(self, x: torch.Tensor, align_corners: bool = True) -> torch.Tensor:
         out = self.block_a(x)
         half_size = out.shape[-2:]
@@ -106,11 +110,40 @@ class Generator(nn.Module):
         out = self._upsample(out, x.shape[-2:], align_corners)
         return self.out_layer(self.block_e(out))
 
-    @staticmethod
-    def _upsample(x: torch.Tensor, size: torch.Size, align_corners: bool) -> torch.Tensor:
+    def _upsample(self, x: torch.Tensor, size: torch.Size, align_corners: bool) -> torch.Tensor:
+        if self.resize_mode == "tf":
+            return tf_upsample2x(x)
         if align_corners:
             return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
         return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def tf_upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Bilinear x2 with TF1's default coordinates: output pixel i samples input i / 2 (edge clamped)."""
+
+    def along(t: torch.Tensor, dim: int) -> torch.Tensor:
+        n = t.size(dim)
+        nxt = torch.cat([t.narrow(dim, 1, n - 1), t.narrow(dim, n - 1, 1)], dim)
+        return torch.stack([t, (t + nxt) * 0.5], dim=dim + 1).flatten(dim, dim + 1)
+
+    return along(along(x, 2), 3)
+
+
+def from_weights(weights, variant: str = "tf") -> Generator:
+    """A :class:`Generator` holding ``animelite`` GeneratorWeights, with the variant's semantics.
+
+    ``variant="tf"`` reproduces the official TensorFlow weights (layer-norm
+    epsilon from the weights, TF resize); ``"pytorch"`` the public port.
+    """
+    net = Generator()
+    net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.tensors.items()}, strict=True)
+    if variant == "tf":
+        net.resize_mode = "tf"
+        eps = weights.layernorm_eps if weights.layernorm_eps is not None else 1e-12
+        for module in net.modules():
+            if isinstance(module, nn.GroupNorm):
+                module.eps = eps
+    return net.eval()
 
 
 def random_state_dict(seed: int = 0) -> OrderedDict[str, torch.Tensor]:
