@@ -1,10 +1,22 @@
 """Inference sessions: one place that knows how to run a generator.
 
-A :class:`Generator` wraps an ONNX Runtime session with what the catalog says
+A :class:`Generator` wraps an inference session with what the catalog says
 about the model (tensor layout, value range, size multiple) so that callers
 hand it an RGB float image in [0, 1] (H, W, 3) and get the same back, whatever
 the model's own conventions are. Sessions are cached per (file, threads,
 backend, precision), so the CLI, the API and the server share warm sessions.
+
+Backends and precisions:
+
+=============  ======================================================  =========
+backend        precisions                                              needs
+=============  ======================================================  =========
+onnxruntime    fp32; int8 (a QDQ model from ``models quantize``)       always
+openvino       fp32; bf16 (where the CPU has AVX512-BF16/AMX); int8    optional
+=============  ======================================================  =========
+
+Both runtimes are thread-safe for concurrent calls: ONNX Runtime sessions
+accept concurrent ``run`` calls; OpenVINO gets one infer request per thread.
 """
 
 from __future__ import annotations
@@ -18,8 +30,9 @@ import numpy as np
 
 from .errors import ModelError
 
-BACKENDS = ("onnxruntime",)
-PRECISIONS = ("fp32",)
+BACKENDS = ("onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8")
+_OV_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ model; other ops stay f32
 
 
 def default_threads() -> int:
@@ -28,6 +41,36 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def check_backend(backend: str, precision: str) -> None:
+    """Raise a ModelError that says what to do when a combination cannot run here."""
+    if backend not in BACKENDS:
+        raise ModelError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
+    if backend == "openvino" and not openvino_available():
+        raise ModelError("the openvino backend needs the OpenVINO runtime: pip install 'animelite[openvino]'")
+    if precision == "bf16" and backend != "openvino":
+        raise ModelError("bf16 runs on the openvino backend only (ONNX Runtime has no bf16 CPU convolutions): "
+                         "use --backend openvino --precision bf16")
 
 
 @dataclass(frozen=True)
@@ -45,25 +88,21 @@ class Generator:
 
     def __init__(self, spec: ModelSpec, threads: int | None = None, backend: str = "onnxruntime",
                  precision: str = "fp32"):
-        if backend not in BACKENDS:
-            raise ModelError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
-        if precision not in PRECISIONS:
-            raise ModelError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
+        check_backend(backend, precision)
         if spec.layout not in ("NCHW", "NHWC"):
             raise ModelError(f"{spec.path}: unknown layout {spec.layout!r}")
         self.spec = spec
         self.threads = threads or default_threads()
         self.backend = backend
         self.precision = precision
-        self._session = self._open(spec.path, self.threads)
-        inputs = self._session.get_inputs()
-        if len(inputs) != 1:
-            raise ModelError(f"{spec.path}: expected one image input, found {len(inputs)}")
-        self.input_name = inputs[0].name
-        self.output_name = self._session.get_outputs()[0].name
+        if backend == "onnxruntime":
+            self._run = self._open_onnxruntime(spec.path, self.threads)
+        else:
+            self._run = self._open_openvino(spec.path, self.threads, _OV_HINT[precision])
 
+    # -- backends ---------------------------------------------------------------
     @staticmethod
-    def _open(path: Path, threads: int):
+    def _open_onnxruntime(path: Path, threads: int):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -73,10 +112,50 @@ class Generator:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # errors only: no warnings on stderr for users
         try:
-            return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise ModelError(f"{path}: ONNX Runtime cannot load this model ({exc})") from exc
+        inputs = session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelError(f"{path}: expected one image input, found {len(inputs)}")
+        in_name, out_name = inputs[0].name, session.get_outputs()[0].name
 
+        def run(x: np.ndarray) -> np.ndarray:
+            return session.run([out_name], {in_name: x})[0]
+
+        return run
+
+    @staticmethod
+    def _open_openvino(path: Path, threads: int, hint: str):
+        import openvino as ov
+
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+            if len(model.inputs) != 1:
+                raise ModelError(f"{path}: expected one image input, found {len(model.inputs)}")
+            compiled = core.compile_model(model, "CPU", {
+                "INFERENCE_PRECISION_HINT": hint,
+                "INFERENCE_NUM_THREADS": threads,
+                "NUM_STREAMS": 1,
+                "PERFORMANCE_HINT": "LATENCY",
+            })
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
+            raise ModelError(f"{path}: OpenVINO cannot load this model ({exc})") from exc
+        local = threading.local()
+
+        def run(x: np.ndarray) -> np.ndarray:
+            request = getattr(local, "request", None)
+            if request is None:
+                request = local.request = compiled.create_infer_request()
+            request.infer({0: x})
+            return request.get_output_tensor(0).data.copy()
+
+        return run
+
+    # -- inference -----------------------------------------------------------------
     def run(self, rgb: np.ndarray) -> np.ndarray:
         """Stylize one float32 RGB image in [0, 1] of shape (H, W, 3); returns the same shape.
 
@@ -92,29 +171,68 @@ class Generator:
         x = x[None]
         if self.spec.layout == "NCHW":
             x = x.transpose(0, 3, 1, 2)
-        y = self._session.run([self.output_name], {self.input_name: np.ascontiguousarray(x)})[0]
+        y = self._run(np.ascontiguousarray(x))
         if self.spec.layout == "NCHW":
             y = y.transpose(0, 2, 3, 1)
         y = (y[0] - np.float32(lo)) * np.float32(1.0 / (hi - lo))
         return np.clip(y, 0.0, 1.0, out=y)
 
 
-_cache: dict[tuple, Generator] = {}
+class GeneratorPool:
+    """Several independent sessions of one model, for several images in flight.
+
+    Concurrent calls on a single ONNX Runtime session share its one intra-op
+    thread pool and get in each other's way; separate sessions, each with its
+    own threads, let N images run side by side. ``run`` borrows a free session
+    and blocks while all are busy.
+    """
+
+    def __init__(self, spec: ModelSpec, sessions: int, threads: int | None = None, backend: str = "onnxruntime",
+                 precision: str = "fp32"):
+        import queue
+
+        if sessions < 1:
+            raise ValueError("a pool needs at least one session")
+        self.spec = spec
+        self.threads = threads or max(1, default_threads() // sessions)
+        self.backend = backend
+        self.precision = precision
+        self.size = sessions
+        self._free: queue.SimpleQueue[Generator] = queue.SimpleQueue()
+        for _ in range(sessions):
+            self._free.put(Generator(spec, self.threads, backend, precision))
+
+    def run(self, rgb: np.ndarray) -> np.ndarray:
+        gen = self._free.get()
+        try:
+            return gen.run(rgb)
+        finally:
+            self._free.put(gen)
+
+
+_cache: dict[tuple, Generator | GeneratorPool] = {}
 _cache_lock = threading.Lock()
 
 
 def get_generator(spec: ModelSpec, threads: int | None = None, backend: str = "onnxruntime",
-                  precision: str = "fp32") -> Generator:
-    """A cached :class:`Generator`; a model file that changed on disk gets a new session."""
+                  precision: str = "fp32", sessions: int = 1) -> Generator | GeneratorPool:
+    """A cached :class:`Generator` (or a :class:`GeneratorPool` when ``sessions`` > 1).
+
+    A model file that changed on disk gets new sessions. With several sessions
+    and no explicit ``threads``, the cores are shared out between them.
+    """
     try:
         mtime = spec.path.stat().st_mtime_ns
     except OSError as exc:
         raise ModelError(f"model file {spec.path} is missing ({exc.strerror})") from exc
-    key = (spec, mtime, threads or default_threads(), backend, precision)
+    if sessions > 1 and not threads:
+        threads = max(1, default_threads() // sessions)
+    key = (spec, mtime, threads or default_threads(), backend, precision, sessions)
     with _cache_lock:
         gen = _cache.get(key)
         if gen is None:
-            gen = Generator(spec, threads, backend, precision)
+            gen = (GeneratorPool(spec, sessions, threads, backend, precision) if sessions > 1
+                   else Generator(spec, threads, backend, precision))
             _cache[key] = gen
         return gen
 
