@@ -35,6 +35,7 @@ __all__ = [
     "OUTPUT_FORMATS",
     "DecodedImage",
     "OutputExistsError",
+    "PixelLimitError",
     "decode_image",
     "encode_image",
     "format_from_path",
@@ -96,6 +97,14 @@ class DecodedImage:
 
 class OutputExistsError(ImageError, FileExistsError):
     """The output file exists and overwriting was not requested."""
+
+
+class PixelLimitError(ImageError):
+    """The image has more pixels than ``max_pixels`` (found from the header, before decoding)."""
+
+    def __init__(self, message: str, width: int = 0, height: int = 0, max_pixels: int = 0):  # defaults: picklable
+        super().__init__(message)
+        self.width, self.height, self.max_pixels = width, height, max_pixels
 
 
 # ---------------------------------------------------------------------------
@@ -282,9 +291,10 @@ def _suffix_hint(label: str) -> str:
 
 def _check_pixels(label: str, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
-        raise ImageError(
+        raise PixelLimitError(
             f"{label}: {width}x{height} = {_megapixels(width * height)} is above the "
-            f"{_megapixels(max_pixels)} limit; downscale it first or raise max_pixels"
+            f"{_megapixels(max_pixels)} limit; downscale it first or raise max_pixels",
+            width, height, max_pixels,
         )
 
 

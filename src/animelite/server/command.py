@@ -1,0 +1,102 @@
+"""``animelite serve``: its flags and the command. Imports FastAPI/uvicorn only when run."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+from ..errors import AnimeliteError
+from .config import ENV_PREFIX, ServerConfig
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def add_serve_parser(sub) -> argparse.ArgumentParser:
+    e = ENV_PREFIX
+    s = sub.add_parser(
+        "serve", help="web page and HTTP API (needs the server extra)",
+        description="Serve the web page at / and the HTTP API at /v1 (docs at /docs). Every flag also has an "
+                    f"environment variable ({e}HOST, {e}PORT, ...); flags win. Sizes take KB/MB/GB.",
+    )
+    s.add_argument("--host", help=f"address to listen on (default 127.0.0.1, loopback only; ${e}HOST)")
+    s.add_argument("--port", type=int, help=f"port (default 8000; ${e}PORT)")
+    s.add_argument("--workers", type=int, help=f"images stylized at once (default: half the cores, 1..4; ${e}WORKERS)")
+    s.add_argument("--threads", type=int, help=f"inference threads per image (default: cores / workers; ${e}THREADS)")
+    s.add_argument("--queue-size", type=int, help=f"requests that may wait for a worker before 503 (default 8; "
+                                                  f"${e}QUEUE_SIZE)")
+    s.add_argument("--timeout", type=float, help=f"seconds per request, waiting included, before 504 (default 60; "
+                                                 f"${e}TIMEOUT)")
+    s.add_argument("--cache-size", dest="cache_bytes", metavar="SIZE",
+                   help=f"in-memory results cache, in bytes (default 64MB, 0 disables; ${e}CACHE_BYTES)")
+    s.add_argument("--cache-dir", metavar="DIR", help=f"also keep results on disk in DIR (${e}CACHE_DIR)")
+    s.add_argument("--disk-cache-size", dest="disk_cache_bytes", metavar="SIZE",
+                   help=f"bound of the disk cache (default 512MB; ${e}DISK_CACHE_BYTES)")
+    s.add_argument("--default-style", help=f"style when a request names none (default hayao-lite; ${e}DEFAULT_STYLE)")
+    s.add_argument("--default-size", type=int, help=f"working long side when a request names none (default 512; "
+                                                     f"${e}DEFAULT_SIZE)")
+    s.add_argument("--max-size", type=int, help=f"largest working long side a request may ask for (default 1024; "
+                                                f"${e}MAX_SIZE)")
+    s.add_argument("--max-upload", dest="max_upload_bytes", metavar="SIZE",
+                   help=f"largest upload (default 20MB; ${e}MAX_UPLOAD_BYTES)")
+    s.add_argument("--max-pixels", type=int, help=f"largest image in pixels (default 50000000; ${e}MAX_PIXELS)")
+    s.add_argument("--cors-origin", dest="cors_origins", action="append", metavar="ORIGIN",
+                   help=f"allow this origin to call the API from a browser (repeatable; default none: CORS off; "
+                        f"${e}CORS_ORIGINS, comma-separated)")
+    s.add_argument("--backend", help=f"inference backend for every request (default onnxruntime; ${e}BACKEND)")
+    s.add_argument("--no-warmup", dest="warmup", action="store_const", const=False,
+                   help="do not load the default style at startup (/readyz then only checks that it is installed)")
+    s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    s.set_defaults(func=cmd_serve)
+    return s
+
+
+def _err(msg: str) -> None:
+    print(f"animelite: error: {msg}", file=sys.stderr)
+
+
+def config_from_args(args) -> ServerConfig:
+    keys = ("host", "port", "workers", "threads", "queue_size", "timeout", "cache_bytes", "cache_dir",
+            "disk_cache_bytes", "default_style", "default_size", "max_size", "max_upload_bytes", "max_pixels",
+            "cors_origins", "warmup", "backend")
+    overrides = {k: getattr(args, k, None) for k in keys}
+    overrides["models_dir"] = getattr(args, "models", None)
+    return ServerConfig.from_env(**overrides)
+
+
+def cmd_serve(args) -> int:
+    from . import INSTALL_HINT, missing_dependencies
+
+    missing = missing_dependencies()
+    if missing:
+        _err(f"the web server needs {', '.join(missing)}, which is not installed: {INSTALL_HINT}")
+        return EXIT_FAILED
+    try:
+        config = config_from_args(args)
+    except AnimeliteError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+
+    import logging
+
+    import uvicorn
+
+    from .app import create_app
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    app = create_app(config)
+    try:
+        loopback = ipaddress.ip_address(config.host).is_loopback
+    except ValueError:
+        loopback = config.host == "localhost"
+    shown = f"[{config.host}]" if ":" in config.host else config.host
+    print(f"animelite: serving http://{shown}:{config.port}/ (API docs at /docs); "
+          f"{config.effective_workers} worker(s) x {config.effective_threads} thread(s), "
+          f"queue {config.queue_size}; Ctrl-C to stop", file=sys.stderr)
+    if not loopback:
+        print(f"animelite: note: listening on {config.host}, reachable from other machines; put a TLS proxy in "
+              "front of it for anything beyond a trusted network", file=sys.stderr)
+    uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level,
+                limit_concurrency=max(64, 4 * (config.effective_workers + config.queue_size)),
+                timeout_graceful_shutdown=10, server_header=False)
+    return EXIT_OK

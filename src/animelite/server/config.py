@@ -1,0 +1,172 @@
+"""Server settings: one dataclass, filled from defaults, environment variables and flags.
+
+Every field has an ``ANIMELITE_<FIELD>`` environment variable (e.g.
+``ANIMELITE_PORT=9000``, ``ANIMELITE_CORS_ORIGINS=https://a.example,https://b.example``);
+command-line flags override the environment, which overrides the defaults.
+This module imports nothing from FastAPI, so the CLI can read and check the
+settings before it knows whether the server extra is installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..engine import default_threads
+from ..errors import AnimeliteError
+from ..imageio import DEFAULT_MAX_PIXELS
+from ..styles import DEFAULT_STYLE
+
+ENV_PREFIX = "ANIMELITE_"
+
+
+class ConfigError(AnimeliteError):
+    """A setting has a value the server cannot use."""
+
+
+def default_workers(cores: int | None = None) -> int:
+    """Images processed at once: half the cores (each image then gets two threads), 1 to 4."""
+    cores = cores or default_threads()
+    return max(1, min(4, cores // 2))
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``create_app`` needs. All sizes are bytes, all times seconds."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 0  # images stylized at once; 0: from the cores (see default_workers)
+    threads: int = 0  # inference threads per image; 0: cores / workers
+    queue_size: int = 8  # requests allowed to wait for a worker; beyond that: 503 + Retry-After
+    timeout: float = 60.0  # per request, queue wait included; beyond that: 504
+    cache_bytes: int = 64 * 1024 * 1024  # in-memory results cache bound (0 disables)
+    cache_dir: Path | None = None  # optional on-disk results cache
+    disk_cache_bytes: int = 512 * 1024 * 1024
+    models_dir: Path | None = None  # None: $ANIMELITE_MODELS or the per-user cache
+    default_style: str = DEFAULT_STYLE
+    default_size: int = 512
+    max_size: int = 1024  # largest working long side a request may ask for
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    cors_origins: tuple[str, ...] = ()  # empty: no CORS headers at all
+    warmup: bool = True  # load the default style and render previews at startup
+    backend: str = ""  # inference backend for every request ("": the pipeline's default); see engine.BACKENDS
+    preview_size: int = 256
+    # Test and embedding hook, never set from the environment: called as
+    # factory(style, **kwargs) instead of animelite.pipeline.Stylizer(style, **kwargs).
+    stylizer_factory: Callable[..., Any] | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def effective_workers(self) -> int:
+        return self.workers or default_workers()
+
+    @property
+    def effective_threads(self) -> int:
+        return self.threads or max(1, default_threads() // self.effective_workers)
+
+    def validate(self) -> "ServerConfig":
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(msg)
+
+        need(isinstance(self.port, int) and 0 <= self.port <= 65535, f"port must be 0..65535, got {self.port!r}")
+        need(bool(self.host), "host must not be empty")
+        need(0 <= self.workers <= 256, f"workers must be 1..256 (0: automatic), got {self.workers!r}")
+        need(0 <= self.threads <= 256, f"threads must be 1..256 (0: automatic), got {self.threads!r}")
+        need(0 <= self.queue_size <= 100_000, f"queue size must be 0..100000, got {self.queue_size!r}")
+        need(math.isfinite(self.timeout) and self.timeout > 0, f"timeout must be above 0 seconds, got {self.timeout!r}")
+        need(self.cache_bytes >= 0, "cache size must not be negative")
+        need(self.disk_cache_bytes >= 0, "disk cache size must not be negative")
+        need(64 <= self.max_size <= 4096, f"max size must be 64..4096, got {self.max_size!r}")
+        need(64 <= self.default_size <= self.max_size,
+             f"default size must be 64..max size ({self.max_size}), got {self.default_size!r}")
+        need(64 <= self.preview_size <= 1024, f"preview size must be 64..1024, got {self.preview_size!r}")
+        need(self.max_upload_bytes >= 1024, "the upload limit must be at least 1 KB")
+        need(self.max_pixels >= 4096, "the pixel limit must be at least 4096")
+        from .. import engine
+
+        need(not self.backend or self.backend in engine.BACKENDS,
+             f"backend must be one of {', '.join(engine.BACKENDS)}, got {self.backend!r}")
+        for origin in self.cors_origins:
+            need(origin == "*" or origin.startswith(("http://", "https://")),
+                 f"CORS origin {origin!r} must be '*' or start with http:// or https://")
+        return self
+
+    # ------------------------------------------------------------- environment
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "ServerConfig":
+        """Defaults, then ``ANIMELITE_*`` variables, then ``overrides`` (skipping None values)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "stylizer_factory":
+                continue
+            name = ENV_PREFIX + f.name.upper()
+            # ANIMELITE_MODELS is the models directory everywhere else in animelite
+            raw = environ.get(name) if f.name != "models_dir" else environ.get(ENV_PREFIX + "MODELS")
+            if raw is None or raw.strip() == "":
+                continue
+            values[f.name] = _parse(f.name, raw.strip(), name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for key in _BYTES:
+            if isinstance(values.get(key), str):
+                values[key] = parse_bytes(values[key])
+        if isinstance(values.get("cors_origins"), (list, str)):
+            values["cors_origins"] = _origins(values["cors_origins"])
+        for key in ("cache_dir", "models_dir"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key]).expanduser()
+        return cls(**values).validate()
+
+
+_INTS = {"port", "workers", "threads", "queue_size", "default_size", "max_size", "max_pixels", "preview_size"}
+_BYTES = {"cache_bytes", "disk_cache_bytes", "max_upload_bytes"}
+
+
+def parse_bytes(text: str) -> int:
+    """``"64MB"``, ``"512k"``, ``"1.5G"``, ``"1000"`` -> bytes (binary units: 1 KB = 1024 bytes)."""
+    t = text.strip().upper().replace(" ", "").removesuffix("IB").removesuffix("B")
+    mult = 1
+    for suffix, m in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30)):
+        if t.endswith(suffix):
+            t, mult = t[:-1], m
+            break
+    try:
+        value = float(t)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a size; write e.g. 64MB, 512KB or 1000000") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{text!r} is not a size")
+    return int(value * mult)
+
+
+def _origins(value: str | list[str]) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(o.strip().rstrip("/") for o in items if o.strip())
+
+
+def _parse(field_name: str, raw: str, env_name: str) -> Any:
+    try:
+        if field_name in _INTS:
+            return int(raw)
+        if field_name in _BYTES:
+            return parse_bytes(raw)
+        if field_name == "timeout":
+            return float(raw)
+        if field_name == "warmup":
+            low = raw.lower()
+            if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return low in ("1", "true", "yes", "on")
+        if field_name == "cors_origins":
+            return _origins(raw)
+    except ValueError:
+        raise ConfigError(f"{env_name}={raw!r} is not a valid value") from None
+    return raw
