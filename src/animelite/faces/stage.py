@@ -1,0 +1,241 @@
+"""The face stage of the pipeline: find faces, stylize each aligned face crop, paste it back.
+
+:meth:`FaceStage.apply` takes the decoded photo and the whole-photo
+stylization (float32 RGB in [0, 1] at the working size) and returns that
+stylization with every face replaced by a separately stylized, aligned,
+higher-resolution crop, blended in through a feathered ellipse after a colour
+correction. Faces are pasted at the working size: with ``keep_size`` the
+result is upscaled with the rest of the picture, so a face is never sharper
+than its surroundings (no visible resolution step) and the blend costs the
+same at any photo size.
+
+A face gets its own pass only when that adds detail: its crop is stylized at
+up to :data:`DETAIL` times the pixels it covers in the output (at most
+``face_size``). When the same style would run at under :data:`MIN_GAIN` times
+the output's pixels (a close-up already filling the frame), the plain pass
+already has the face at full detail and it is left as it is; a separate
+``face_style`` always gets its pass.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import AnimeliteError
+from . import align, blend
+from .detect import (
+    INSTALL_HINT,
+    FaceDetector,
+    FacesUnavailable,
+    MtcnnDetector,
+    YuNetDetector,
+    cv2_available,
+    find_faces,
+)
+
+MODES = ("auto", "off", "portrait")
+DETECTOR_STYLE = "yunet"  # catalog name of the default detector's model file
+DEFAULT_FACE_SIZE = 512
+DETAIL = 4.0  # a face crop is stylized at up to this many times its size in the output
+MIN_GAIN = 1.5  # ... and skipped (same style) when that would be under this many times
+MIN_CROP = 64
+MIN_OUTPUT_FACE = 8.0  # px: faces smaller than this in the output are left to the plain pass
+
+
+@dataclass
+class FaceSummary:
+    """What the face stage did for one image (``Result.faces``)."""
+
+    mode: str
+    detector: str | None
+    found: int = 0  # faces detected (after size/score filters and NMS)
+    stylized: int = 0  # faces given their own pass and pasted
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)  # restyled faces, input px, x y w h
+    crop_sizes: list[int] = field(default_factory=list)
+    detect_seconds: float = 0.0
+    stylize_seconds: list[float] = field(default_factory=list)  # per stylized face: crop + model run
+    blend_seconds: float = 0.0
+    mask: np.ndarray | None = None  # (h, w) union of the paste masks, only when the stage keeps masks
+
+
+def resolve_mode(faces: str | None, store) -> str:
+    """The face mode to use. ``None`` (the default) means "auto" when OpenCV is installed and the
+    YuNet model is in the models directory, else "off": detection then costs ~10 ms, and nothing
+    is downloaded or run that the user did not set up."""
+    if faces is None:
+        return "auto" if store.is_present(DETECTOR_STYLE) and cv2_available() else "off"
+    mode = str(faces).strip().lower()
+    if mode not in MODES:
+        raise AnimeliteError(f"faces must be one of {', '.join(MODES)}, got {faces!r}")
+    return mode
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, UserWarning, stacklevel=4)
+
+
+_detectors: dict[tuple, FaceDetector] = {}
+_detectors_lock = threading.Lock()
+
+
+def get_detector(store, notice: Callable[[str], None] | None = None) -> FaceDetector:
+    """YuNet when its model is in *store*, else MTCNN (with a notice); cached per model file."""
+    if store.is_present(DETECTOR_STYLE):
+        path = Path(store.runtime_path(DETECTOR_STYLE))
+        key = ("yunet", str(path), path.stat().st_mtime_ns)
+        factory: Callable[[], FaceDetector] = lambda: YuNetDetector(path)  # noqa: E731
+    else:
+        key = ("mtcnn",)
+        factory = MtcnnDetector
+    with _detectors_lock:
+        det = _detectors.get(key)
+        if det is None:
+            det = factory()
+            _detectors[key] = det
+    if key[0] == "mtcnn":
+        (notice or _warn)("the YuNet face detector is not in the models directory; using the slower MTCNN fallback "
+               "(`animelite models pull yunet` to fix)")
+    return det
+
+
+class FaceStage:
+    """Face detection + per-face stylization + paste-back for one :class:`~animelite.pipeline.Stylizer`."""
+
+    def __init__(self, mode: str, generator, *, detector: FaceDetector | None = None, same_style: bool = True,
+                 face_size: int = DEFAULT_FACE_SIZE, detail: float = DETAIL, colour_correct: bool = True,
+                 keep_masks: bool = False):
+        if mode not in ("auto", "portrait"):
+            raise ValueError(f"a FaceStage runs in mode 'auto' or 'portrait', not {mode!r}")
+        if mode == "auto" and detector is None:
+            raise ValueError("mode 'auto' needs a detector")
+        self.mode = mode
+        self.generator = generator
+        self.detector = detector
+        self.same_style = same_style
+        self.multiple = int(generator.spec.size_multiple)
+        self.face_size = max(self.multiple, face_size // self.multiple * self.multiple)
+        self.detail = detail
+        self.colour_correct = colour_correct
+        self.keep_masks = keep_masks
+        self._masks: dict[int, np.ndarray] = {}
+
+    def _mask(self, size: int) -> np.ndarray:
+        m = self._masks.get(size)
+        if m is None:
+            m = blend.ellipse_mask(size)
+            self._masks[size] = m
+        return m
+
+    def _crop_size(self, out_side: float) -> int:
+        want = min(self.face_size, max(MIN_CROP, out_side * self.detail))
+        return max(self.multiple, int(round(want / self.multiple)) * self.multiple)
+
+    def _stylize_crop(self, rgb: np.ndarray, m_img2crop: np.ndarray, size: int) -> np.ndarray:
+        crop = align.crop(rgb, m_img2crop, size)
+        return self.generator.run(crop.astype(np.float32) * np.float32(1 / 255))
+
+    def apply(self, rgb: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, FaceSummary]:
+        """Faces of *rgb* (the decoded photo, H x W x 3 uint8) stylized and pasted into *base*
+        (the whole-photo stylization, h x w x 3 float32 in [0, 1]); returns (image, summary).
+
+        *base* is left as it is when no face is found (the same array comes back)."""
+        height, width = rgb.shape[:2]
+        bh, bw = base.shape[:2]
+        sx, sy = bw / width, bh / height
+        img2base = align.scaling(sx, sy)
+        summary = FaceSummary(mode=self.mode, detector=self.detector.name if self.detector else None)
+        jobs: list[tuple[np.ndarray, int, np.ndarray | None]] = []  # (image -> unit crop, crop size, mask)
+
+        if self.mode == "portrait":
+            side = min(width, height)
+            unit = align.portrait_transform(width, height, 1)
+            out_side = side * (sx + sy) / 2
+            size = self._crop_size(out_side)
+            x0, y0 = (width - side) / 2 * sx, (height - side) / 2 * sy
+            x1, y1 = x0 + side * sx, y0 + side * sy
+            feather = 0.08 * min(x1 - x0, y1 - y0)
+            summary.found = 1
+            summary.boxes.append(((width - side) / 2, (height - side) / 2, side, side))
+            jobs.append((unit, size, blend.box_mask(bw, bh, (x0, y0, x1, y1), feather)))
+        else:
+            t0 = time.perf_counter()
+            faces = find_faces(self.detector, rgb)
+            summary.detect_seconds = time.perf_counter() - t0
+            summary.found = len(faces)
+            for face in reversed(faces):  # smallest first: larger (usually nearer) faces end on top
+                if face.size * min(sx, sy) < MIN_OUTPUT_FACE:
+                    continue
+                unit = align.face_transform(face.landmarks, 1)
+                out_side = (sx + sy) / 2 / align.scale_of(unit)  # output px spanned by the crop
+                size = self._crop_size(out_side)
+                if self.same_style and size < MIN_GAIN * out_side:
+                    continue  # already at full detail in the plain pass
+                summary.boxes.append(tuple(float(v) for v in face.box))
+                jobs.append((unit, size, None))
+
+        if not jobs:
+            return base, summary
+        out = base.copy()
+        union = np.zeros((bh, bw), np.float32) if self.keep_masks else None
+        for unit, size, image_mask in jobs:
+            t0 = time.perf_counter()
+            m_img2crop = align.compose(align.scaling(size), unit)
+            styled = self._stylize_crop(rgb, m_img2crop, size)
+            t1 = time.perf_counter()
+            summary.stylize_seconds.append(t1 - t0)
+            summary.crop_sizes.append(size)
+            m_crop2base = align.compose(img2base, align.invert(m_img2crop))
+            if image_mask is None:
+                warped = blend.warp_into(styled, self._mask(size), m_crop2base, bw, bh)
+                if warped is None:
+                    continue
+                patch, mask, roi = warped
+            else:  # portrait: the square's own mask, already in output pixels
+                patch = align.warp(styled, m_crop2base, (bw, bh), border="reflect")
+                mask, roi = image_mask, (0, 0, bw, bh)
+            x0, y0, x1, y1 = roi
+            if self.colour_correct:
+                sigma = 0.25 * max(x1 - x0, y1 - y0)
+                patch = blend.colour_correct(patch, out[y0:y1, x0:x1], mask, sigma)
+            blend.paste(out, patch, mask, roi)
+            if union is not None:
+                np.maximum(union[y0:y1, x0:x1], mask, out=union[y0:y1, x0:x1])
+            summary.stylized += 1
+            summary.blend_seconds += time.perf_counter() - t1
+        summary.mask = union
+        return out, summary
+
+
+def make_face_stage(stylizer, faces: str | None, face_style: str | None = None, *,
+                    face_size: int = DEFAULT_FACE_SIZE, notice: Callable[[str], None] | None = None
+                    ) -> FaceStage | None:
+    """The :class:`FaceStage` for a Stylizer (None when faces are off).
+
+    Raises :class:`FacesUnavailable` naming ``pip install animelite[faces]``
+    when faces are asked for explicitly and OpenCV is missing.
+    """
+    if faces is None and face_style is not None:
+        faces = "auto"  # asking for a face style asks for faces
+    mode = resolve_mode(faces, stylizer.store)
+    if mode == "off":
+        return None
+    if not cv2_available():
+        raise FacesUnavailable(f"faces={mode!r} needs OpenCV, which is not installed: {INSTALL_HINT}")
+    detector = get_detector(stylizer.store, notice) if mode == "auto" else None
+    generator, same = stylizer.generator, True
+    if face_style is not None:
+        face = stylizer.store.style(face_style)
+        if face.name != stylizer.style.name:
+            from ..pipeline import Stylizer
+
+            helper = Stylizer(face.name, size=face_size, store=stylizer.store, threads=stylizer.generator.threads,
+                              auto_pull=stylizer.auto_pull, notice=notice, faces="off")
+            generator, same = helper.generator, False
+    return FaceStage(mode, generator, detector=detector, same_style=same, face_size=face_size)
