@@ -49,11 +49,13 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def build_runtime_model(path: str | Path, source_format: str, variant: str = ""):
+def build_runtime_model(path: str | Path, source_format: str, variant: str = "", norm_stats: str | None = None):
     """Return the ``onnx.ModelProto`` to run for the weights at *path*.
 
     ``variant`` ("tf" or "pytorch") picks the upstream semantics the AnimeGANv2
     builder reproduces; it defaults to the one that matches the format.
+    ``norm_stats`` ("output": the stats graph, "input": the tile graph; see
+    :func:`.animeganv2.build_onnx`) is for AnimeGANv2 weights only.
     """
     from . import animeganv2
 
@@ -62,13 +64,15 @@ def build_runtime_model(path: str | Path, source_format: str, variant: str = "")
         from .tflite_reader import read_animeganv2_tflite
 
         weights = read_animeganv2_tflite(path)
-        return animeganv2.build_onnx(weights, variant or "tf")
+        return animeganv2.build_onnx(weights, variant or "tf", norm_stats=norm_stats)
     if source_format == "pt":
         from .torch_pickle import load_torch_state_dict
 
         weights = animeganv2.weights_from_state_dict(load_torch_state_dict(path), source=str(path))
-        return animeganv2.build_onnx(weights, variant or "pytorch")
+        return animeganv2.build_onnx(weights, variant or "pytorch", norm_stats=norm_stats)
     if source_format == "onnx":
+        if norm_stats is not None:
+            raise ModelError(f"{path}: an ONNX model runs as published; it has no {norm_stats} norm-stats graph")
         import onnx
 
         try:

@@ -94,6 +94,9 @@ CONV_LAYERS: list[ConvLayer] = (
     BLOCK_A + BLOCK_B + [BLOCK_C_IN] + [layer for irb in IRBS for layer in irb] + [BLOCK_C_OUT]
     + BLOCK_D + BLOCK_E + [OUT_LAYER]
 )
+#: The convolutions followed by a layer norm, in execution order: row i of ``norm_stats``.
+NORM_LAYERS: list[ConvLayer] = [layer for layer in CONV_LAYERS if layer.norm]
+NUM_NORMS = len(NORM_LAYERS)  # 24
 
 
 @dataclass
@@ -171,12 +174,37 @@ class _Graph:
         return out
 
 
-def build_onnx(weights: GeneratorWeights, variant: str = "tf", norm: str = "instance"):
+def build_onnx(weights: GeneratorWeights, variant: str = "tf", norm: str = "instance",
+               norm_stats: str | None = None):
     """Return an ``onnx.ModelProto`` of the generator: NCHW float32 [-1, 1] -> same.
 
     ``norm`` picks how the (C, H, W) layer norm is written: "instance" (fused
     InstanceNormalization over a flat view, the default) or "reduce" (explicit
     ReduceMean chain, kept to measure the choice against).
+
+    ``norm_stats`` builds one of the two graphs that tiled inference uses
+    (:mod:`animelite.tiling`); None, the default, builds the plain generator:
+
+    ``"output"`` (the *stats* graph)
+        the generator (explicit ReduceMean layer norms) with a second output
+        ``norm_stats``, float32 [L, 2]: the mean and (biased) variance that
+        each of the :data:`NUM_NORMS` layer norms computed, in execution order.
+        Statistics are over (C, H, W) of one image: run it with N = 1.
+    ``"input"`` (the *tile* graph)
+        takes a second input ``norm_stats`` [L, 2] and normalises every layer
+        with those statistics instead of its own: ``x * (gamma / sqrt(var +
+        eps)) + (beta - mean * gamma / sqrt(var + eps))``, a per-channel scale
+        and shift (two elementwise ops; no reductions, so it is also faster).
+        With the statistics fixed the network is a purely local operator,
+        translation-equivariant for shifts that are multiples of 4, so tiles
+        cut at multiples of 4 agree with each other away from their borders. A
+        batch of N tiles shares the one set of statistics. The bilinear x2
+        upsamples are translation-equivariant in both variants: "tf" keeps its
+        own (asymmetric); "pytorch" uses half-pixel sampling at scale 2, the
+        closest shift-invariant match of align_corners on a large image (within
+        0.25 px of the 1/4- and 1/2-resolution grids), because align_corners
+        maps each tile's corners onto each other and would shift every tile's
+        features by up to half a pixel against its neighbour's.
     """
     import onnx
     from onnx import TensorProto, helper
@@ -190,8 +218,22 @@ def build_onnx(weights: GeneratorWeights, variant: str = "tf", norm: str = "inst
     if missing:
         raise ModelError(f"{weights.source or 'weights'}: missing tensors {', '.join(missing[:3])}")
 
+    if norm_stats not in (None, "output", "input"):
+        raise ModelError(f"unknown norm_stats {norm_stats!r}; expected None, 'output' or 'input'")
+    if norm_stats == "output":
+        norm = "reduce"  # the explicit chain has the mean and variance at hand
+
     g = _Graph()
-    if norm == "instance":
+    stats_rows: list[str] = []  # "output": one [1, 2] (mean, variance) row per layer norm
+    if norm_stats == "input":
+        stats_in = "norm_stats"
+        eps_const = g.const("eps", np.array(eps, np.float32))
+        col = g.const("stats_col", np.array([0], np.int64)), g.const("stats_col1", np.array([1], np.int64))
+        means = g.op("Gather", [stats_in, col[0]], hint="means", axis=1)  # [L, 1]
+        inv_std = g.op("Reciprocal", [g.op("Sqrt", [g.op("Add", [g.op("Gather", [stats_in, col[1]], axis=1),
+                                                                   eps_const])])], hint="inv_std")  # [L, 1]
+        row_shape = g.const("stats_row_shape", np.array([1, 1, 1], np.int64))
+    elif norm == "instance":
         ones1 = g.const("one_scale", np.ones(1, np.float32))
         zeros1 = g.const("zero_bias", np.zeros(1, np.float32))
         flat_shape = g.const("flat_shape", np.array([0, 1, -1], np.int64))
@@ -221,20 +263,39 @@ def build_onnx(weights: GeneratorWeights, variant: str = "tf", norm: str = "inst
         """Layer norm over (C, H, W) followed by the per-channel affine."""
         gamma_v = t[layer.norm + ".weight"]
         beta_v = t[layer.norm + ".bias"]
+        if norm_stats == "input":  # fixed statistics: one per-channel scale and shift
+            i = g.const(g.name("norm_index"), np.array([layer_index(layer)], np.int64))
+            mean = g.op("Reshape", [g.op("Gather", [means, i], axis=0), row_shape])  # [1, 1, 1]
+            scale = g.op("Mul", [g.const(layer.norm + ".weight", gamma_v.reshape(-1, 1, 1)),
+                                 g.op("Reshape", [g.op("Gather", [inv_std, i], axis=0), row_shape])])  # [C, 1, 1]
+            shift = g.op("Sub", [g.const(layer.norm + ".bias", beta_v.reshape(-1, 1, 1)),
+                                 g.op("Mul", [mean, scale])])
+            return g.op("Add", [g.op("Mul", [x, scale]), shift])
         if norm == "instance":  # instance norm of the (N, 1, C*H*W) view
             shape = g.op("Shape", [x])
             flat = g.op("Reshape", [x, flat_shape])
             normed = g.op("InstanceNormalization", [flat, ones1, zeros1], epsilon=float(eps))
             x = g.op("Reshape", [normed, shape])
         else:
-            centred = g.op("Sub", [x, g.op("ReduceMean", [x], axes=[1, 2, 3], keepdims=1)])
+            mean = g.op("ReduceMean", [x], axes=[1, 2, 3], keepdims=1)
+            centred = g.op("Sub", [x, mean])
             var = g.op("ReduceMean", [g.op("Mul", [centred, centred])], axes=[1, 2, 3], keepdims=1)
             x = g.op("Div", [centred, g.op("Sqrt", [g.op("Add", [var, eps_const])])])
+            if norm_stats == "output":
+                pair = g.op("Concat", [mean, var], axis=3)  # [N, 1, 1, 2]
+                stats_rows.append(g.op("Reshape", [pair, g.const(g.name("pair_shape"), np.array([1, 2], np.int64))]))
         gamma = g.const(layer.norm + ".weight", gamma_v.reshape(-1, 1, 1))
         beta = g.const(layer.norm + ".bias", beta_v.reshape(-1, 1, 1))
         return g.op("Add", [g.op("Mul", [x, gamma]), beta])
 
+    def layer_index(layer: ConvLayer) -> int:
+        return NORM_LAYERS.index(layer)
+
     def upsample(x: str, like: str) -> str:
+        if norm_stats == "input" and cfg["resize"] == "align_corners":
+            # tiles: the shift-invariant half-pixel x2 (see the docstring), not corner-to-corner
+            scales = g.const(g.name("scales"), np.array([1, 1, 2, 2], np.float32))
+            return g.op("Resize", [x, "", scales], mode="linear", coordinate_transformation_mode="half_pixel")
         if cfg["resize"] == "asymmetric":
             scales = g.const(g.name("scales"), np.array([1, 1, 2, 2], np.float32))
             return g.op("Resize", [x, "", scales], mode="linear", coordinate_transformation_mode="asymmetric")
@@ -270,16 +331,25 @@ def build_onnx(weights: GeneratorWeights, variant: str = "tf", norm: str = "inst
     x = conv_block(x, OUT_LAYER)
     g.nodes.append(helper.make_node("Tanh", [x], ["output"], name="tanh_out"))
 
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])]
+    outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, "H", "W"])]
+    if norm_stats == "input":
+        inputs.append(helper.make_tensor_value_info("norm_stats", TensorProto.FLOAT, [NUM_NORMS, 2]))
+    elif norm_stats == "output":
+        assert len(stats_rows) == NUM_NORMS
+        g.nodes.append(helper.make_node("Concat", stats_rows, ["norm_stats"], name="norm_stats", axis=0))
+        outputs.append(helper.make_tensor_value_info("norm_stats", TensorProto.FLOAT, [NUM_NORMS, 2]))
     graph = helper.make_graph(
-        g.nodes, "animeganv2_generator",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        initializer=g.inits,
+        g.nodes, "animeganv2_generator" + {None: "", "output": "_stats", "input": "_tile"}[norm_stats],
+        inputs, outputs, initializer=g.inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="animelite", doc_string=f"AnimeGANv2 generator ({variant} semantics)")
     model.ir_version = 8
-    helper.set_model_props(model, {"animelite.family": "animeganv2", "animelite.variant": variant,
-                                   "animelite.layout": "NCHW", "animelite.source": weights.source})
+    props = {"animelite.family": "animeganv2", "animelite.variant": variant,
+             "animelite.layout": "NCHW", "animelite.source": weights.source}
+    if norm_stats is not None:
+        props["animelite.norm_stats"] = norm_stats
+    helper.set_model_props(model, props)
     onnx.checker.check_model(model)
     return model
