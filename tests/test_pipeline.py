@@ -51,7 +51,7 @@ def test_stylize_array_sizes_and_timings(store, style):
     assert set(r.timings) == {"decode", "preprocess", "inference", "postprocess"}
     assert all(v >= 0 for v in r.timings.values())
     r = s.encode(r, "png")
-    assert list(r.timings) == list(STAGES)
+    assert list(r.timings) == [s for s in STAGES if s != "faces"]  # faces are off: no yunet in this store
     assert Image.open(io.BytesIO(r.encoded)).size == r.working_size
 
 

@@ -787,8 +787,8 @@ def test_pull_real_onnx_styles_from_shared_mirror(shared_models, tmp_path):
 def test_add_inspects_real_models(shared_models, tmp_path):
     s = ModelStore(tmp_path / "models")
     assert s.add(shared_models / "animeganv3_tiny_cute.onnx", "my-cute").layout == "NHWC"
-    with pytest.raises(ModelError, match="exactly one image output"):
-        s.add(shared_models / "yunet_n_dynamic.onnx", "yunet")
+    with pytest.raises(ModelError, match="exactly one image output"):  # a detector is not a style
+        s.add(shared_models / "yunet_n_dynamic.onnx", "my-yunet")
 
 
 def test_add_refuses_model_onnxruntime_cannot_load(root, tmp_path):

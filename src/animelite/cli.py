@@ -78,9 +78,16 @@ def cmd_stylize(args) -> int:
     def note(msg: str) -> None:
         print(f"animelite: note: {msg}", file=sys.stderr)
 
+    if args.jobs is None:
+        # Two images in flight with one thread each beat one image with two
+        # threads (1.30 vs 1.25 images/s at 512 on 2 cores, `bench --concurrency`).
+        from .engine import default_threads
+
+        args.jobs = min(default_threads(), len(inputs)) if len(inputs) > 1 and args.threads is None else 1
     try:
         stylizer = Stylizer(args.style, size=args.size, keep_size=args.keep_size, threads=args.threads,
-                            store=_store(args), notice=note)
+                            store=_store(args), notice=note, faces=args.faces, face_style=args.face_style,
+                            sessions=args.jobs, tile=args.tile, **_speed_kwargs(args))
     except AnimeliteError as exc:
         _err(str(exc))
         return EXIT_FAILED
@@ -102,27 +109,44 @@ def cmd_stylize(args) -> int:
         plan.append((src, dst, fmt))
 
     done = skipped = 0
-    show = not args.quiet and sys.stderr.isatty()
-    bar = tqdm(plan, unit="img", disable=not show, file=sys.stderr)
-    for src, dst, fmt in bar:
-        bar.set_postfix_str(src.name[:30])
+    todo = []
+    for src, dst, fmt in plan:
         if dst.exists() and not args.overwrite:
             skipped += 1
-            continue
+        else:
+            todo.append((src, dst, fmt))
+
+    def process(item):
+        src, dst, fmt = item
         try:
-            result = stylizer.stylize_file(src, dst, fmt=fmt, quality=args.quality, overwrite=args.overwrite)
+            return item, stylizer.stylize_file(src, dst, fmt=fmt, quality=args.quality, overwrite=args.overwrite), None
         except AnimeliteError as exc:
-            failed.append((src, str(exc)))
-            continue
+            return item, None, str(exc)
         except (OSError, ValueError) as exc:  # e.g. a full disk or an unwritable folder
-            failed.append((src, f"{type(exc).__name__}: {exc}"))
+            return item, None, f"{type(exc).__name__}: {exc}"
+
+    show = not args.quiet and sys.stderr.isatty()
+    bar = tqdm(total=len(todo), unit="img", disable=not show, file=sys.stderr)
+    if args.jobs > 1:  # several images in flight, one session each (see engine.GeneratorPool)
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=args.jobs)
+        outcomes = pool.map(process, todo)
+    else:
+        pool, outcomes = None, map(process, todo)
+    for (src, dst, _fmt), result, error in outcomes:
+        bar.update(1)
+        bar.set_postfix_str(src.name[:30])
+        if error is not None:
+            failed.append((src, error))
             continue
         done += 1
         if args.verbose:
-            t = result.timings
-            stages = " ".join(f"{k}={v * 1000:.0f}ms" for k, v in t.items())
+            stages = " ".join(f"{k}={v * 1000:.0f}ms" for k, v in result.timings.items())
             tqdm.write(f"{src} -> {dst} ({result.working_size[0]}x{result.working_size[1]}; {stages})",
                        file=sys.stderr)
+    if pool is not None:
+        pool.shutdown()
     bar.close()
     for src, why in failed:
         _err(f"{src}: {why}" if str(src) not in why else why)
@@ -150,14 +174,15 @@ def cmd_models(args) -> int:
         rows = store.list_rows()
         print(f"models directory: {store.root}")
         w = max(len(r["name"]) for r in rows)
-        print(f"{'style':<{w}}  {'family':<12} {'present':<8} {'size':>9}  licence")
+        print(f"{'style':<{w}}  {'kind':<9}{'family':<12} {'present':<8} {'size':>9}  licence")
         for r in rows:
             lic = "NON-COMMERCIAL" if r["non_commercial"] else r["licence"]
-            print(f"{r['name']:<{w}}  {r['family']:<12} {'yes' if r['present'] else 'no':<8} "
+            print(f"{r['name']:<{w}}  {r.get('kind', 'style'):<9}{r['family']:<12} {'yes' if r['present'] else 'no':<8} "
                   f"{_human(r['size_bytes']):>9}  {lic}")
         if any(r["non_commercial"] for r in rows):
             print("\nNON-COMMERCIAL: the AnimeGAN weights are free for academic and other non-commercial use "
-                  "only; commercial use needs the author's permission.")
+                  "only; commercial use needs the author's permission. The embedded hayao-lite is distilled "
+                  "from the Hayao weights and is non-commercial too.")
         return EXIT_OK
     if action == "pull":
         names = [s.name for s in store.styles() if s.url] if args.all else args.names
@@ -185,6 +210,14 @@ def cmd_models(args) -> int:
         print(f"added {style.name} ({style.family}, {style.source_format}, layout {style.layout}, "
               f"sides a multiple of {style.size_multiple})")
         return EXIT_OK
+    if action == "quantize":
+        try:
+            path = store.quantize(args.name, Path(args.calib), count=args.count)
+        except AnimeliteError as exc:
+            _err(str(exc))
+            return EXIT_FAILED
+        print(f"{args.name}: int8 model written to {path}")
+        return EXIT_OK
     if action == "verify":
         results = store.verify(args.names or None)
         bad = 0
@@ -201,10 +234,50 @@ def cmd_bench(args) -> int:
 
     photos = Path(args.photos) if args.photos else None
     source = str(photos) if photos else f"{args.count} synthetic 1600x1200 photos"
+    if args.sizes is None:
+        args.sizes = [512] if args.compare or args.concurrency else [256, 384, 512, 768, 1024]
+    if args.concurrency:
+        from .bench import format_concurrency, print_progress_text, run_concurrency
+
+        try:
+            rows = run_concurrency(style=args.style, size=args.sizes[0], threads=args.threads, photos_dir=photos,
+                                   count=args.count, store=_store(args), fmt=args.format,
+                                   progress=None if args.quiet or args.json else print_progress_text,
+                                   **_speed_kwargs(args))
+        except (AnimeliteError, FileNotFoundError) as exc:
+            _err(str(exc))
+            return EXIT_FAILED
+        if args.json:
+            import json
+            from dataclasses import asdict
+
+            print(json.dumps([asdict(r) for r in rows], indent=2))
+        else:
+            print(format_concurrency(rows, style=args.style, size=args.sizes[0], source=source))
+        return EXIT_OK
+    if args.compare:
+        from .bench import format_compare, print_progress_text, run_compare, to_json_compare
+
+        out = []
+        try:
+            for size in args.sizes:
+                for t in args.threads:
+                    rows, notes = run_compare(style=args.style, size=size, threads=t, photos_dir=photos,
+                                              count=args.count, store=_store(args),
+                                              progress=None if args.quiet or args.json else print_progress_text)
+                    out.append(to_json_compare(rows, notes, size, t) if args.json else
+                               format_compare(rows, notes, style=args.style, size=size, threads=t,
+                                              photos=args.count, source=source))
+        except (AnimeliteError, FileNotFoundError) as exc:
+            _err(str(exc))
+            return EXIT_FAILED
+        print(("[" + ",\n".join(out) + "]") if args.json else "\n\n".join(out))
+        return EXIT_OK
     try:
         rows = run_bench(style=args.style, sizes=args.sizes, threads=args.threads, photos_dir=photos,
                          count=args.count, fmt=args.format, store=_store(args),
-                         progress=None if args.json or args.quiet else print_progress)
+                         progress=None if args.json or args.quiet else print_progress,
+                         faces=args.faces, face_style=args.face_style, **_speed_kwargs(args))
     except (AnimeliteError, FileNotFoundError) as exc:
         _err(str(exc))
         return EXIT_FAILED
@@ -226,6 +299,35 @@ def _positive_int(lo: int, hi: int):
     return parse
 
 
+def _speed_args(p: argparse.ArgumentParser) -> None:
+    from .engine import BACKENDS, PRECISIONS
+    from .pipeline import MODES
+
+    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="inference runtime (default onnxruntime)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default); bf16 with --backend openvino; int8 after `models quantize`")
+    p.add_argument("--mode", choices=MODES, default="full",
+                   help="full (default) or hd: run the model smaller, restore detail guided by the photo")
+    p.add_argument("--hd-size", type=_positive_int(64, 8192), default=None,
+                   help="working long side of the model in hd mode (default 3/4 of --size)")
+
+
+def _speed_kwargs(args) -> dict:
+    return {"backend": args.backend, "precision": args.precision, "mode": args.mode, "hd_size": args.hd_size}
+
+
+def _face_args(p: argparse.ArgumentParser, default: str | None) -> None:
+    from .faces.stage import MODES
+
+    when = ("default: auto when the faces extra and the yunet model are installed, else off" if default is None
+            else f"default {default}")
+    p.add_argument("--faces", choices=MODES, default=default,
+                   help=f"face-aware pass: find faces, stylize each at full detail and paste it back; "
+                        f"portrait = the photo is one face, a centred square ({when})")
+    p.add_argument("--face-style", default=None, metavar="STYLE",
+                   help="stylize the faces with this style (e.g. cute); default: the same style")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .styles import DEFAULT_STYLE
 
@@ -241,15 +343,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (or a file name when there is one input)")
     s.add_argument("-s", "--style", default=DEFAULT_STYLE, help=f"style name (default {DEFAULT_STYLE}); "
                    "see `animelite models list`")
-    s.add_argument("--size", type=_positive_int(64, 4096), default=512,
-                   help="working long side in pixels (default 512)")
+    s.add_argument("--size", type=_positive_int(64, 8192), default=512,
+                   help="working long side in pixels (default 512; above ~1.5 MP the model runs in tiles)")
     s.add_argument("--keep-size", action="store_true", help="write the output at the input's size")
+    tiles = s.add_mutually_exclusive_group()
+    tiles.add_argument("--tile", type=_positive_int(128, 8192), default=None, metavar="N",
+                       help="run the model in overlapping N x N tiles whenever the working image is larger "
+                            "(default: 384 tiles, on by themselves above 1536x1024 pixels)")
+    tiles.add_argument("--no-tile", dest="tile", action="store_const", const=0,
+                       help="always run the whole working image at once (needs far more memory)")
     s.add_argument("--format", choices=OUTPUT_FORMATS, help="output format (default: the input's, else png)")
     s.add_argument("--quality", type=_positive_int(1, 100), default=92, help="jpg/webp quality (default 92)")
     s.add_argument("--threads", type=_positive_int(1, 256), default=None, help="threads for inference")
     s.add_argument("--overwrite", action="store_true", help="replace outputs that exist (default: skip them)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     s.add_argument("-v", "--verbose", action="store_true", help="print per-stage timings for each image")
+    _face_args(s, default=None)
+    _speed_args(s)
+    s.add_argument("-j", "--jobs", type=_positive_int(1, 64), default=None,
+                   help="images in flight at once, each with its own session (default: one per core when "
+                        "there are several inputs and no --threads; threads are shared out)")
     s.set_defaults(func=cmd_stylize)
 
     m = sub.add_parser("models", help="list, pull, add and verify models")
@@ -271,6 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--size-multiple", type=_positive_int(1, 256), default=None,
                      help="the multiple the model's sides need (default 8 for ONNX, 4 for AnimeGANv2)")
     add.add_argument("--replace", action="store_true", help="replace a user style of the same name")
+    qz = msub.add_parser("quantize", help="make the INT8 model of a style, calibrated on your photos")
+    qz.add_argument("name", metavar="STYLE")
+    qz.add_argument("--calib", required=True, metavar="DIR", help="folder of photos to calibrate on")
+    qz.add_argument("--count", type=_positive_int(1, 1000), default=None, help="photos to use (default 16)")
     ver = msub.add_parser("verify", help="check the checksums of the models present")
     ver.add_argument("names", nargs="*", metavar="NAME")
     m.set_defaults(func=cmd_models)
@@ -279,12 +396,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--style", default=DEFAULT_STYLE)
     b.add_argument("--photos", metavar="DIR", help="folder of photos (default: synthetic photos)")
     b.add_argument("--count", type=_positive_int(1, 1000), default=6, help="photos per row (default 6)")
-    b.add_argument("--sizes", type=_positive_int(64, 4096), nargs="+", default=[256, 384, 512, 768, 1024])
+    b.add_argument("--sizes", type=_positive_int(64, 4096), nargs="+", default=None,
+                   help="working sizes (default 256 384 512 768 1024; 512 with --compare)")
     b.add_argument("--threads", type=_positive_int(1, 256), nargs="+", default=[1, 2])
     b.add_argument("--format", choices=OUTPUT_FORMATS, default="jpg", help="encode format (default jpg)")
     b.add_argument("--json", action="store_true", help="machine-readable output")
+    b.add_argument("--compare", action="store_true",
+                   help="rows for each backend x precision x mode with speed-up over a PyTorch reference and "
+                        "fidelity vs fp32 (sizes default to 512 here)")
+    b.add_argument("--concurrency", action="store_true",
+                   help="images/s with 1, 2 and 4 images in flight (one session each) at --sizes[0] (default 512)")
     b.add_argument("-q", "--quiet", action="store_true")
+    _face_args(b, default="off")
+    _speed_args(b)
     b.set_defaults(func=cmd_bench)
+
+    from .server.command import add_serve_parser  # flags only; FastAPI/uvicorn are imported when it runs
+
+    add_serve_parser(sub)
     return p
 
 

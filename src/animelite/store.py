@@ -37,7 +37,11 @@ from .errors import AnimeliteError, DownloadError, ModelError, StyleError
 from .styles import Style
 
 MODELS_ENV = "ANIMELITE_MODELS"
+#: where embedded styles (Style.embedded) live: package data, read in place
+EMBEDDED_DIR = Path(__file__).resolve().parent / "models"
 CONVERTER_VERSION = 1
+#: runtime_path(variant=...) -> the builder's norm_stats: "stats"/"tile" are the graphs of tiled inference
+RUNTIME_VARIANTS = {"": None, "stats": "output", "tile": "input"}
 USER_STYLES_FILE = "user_styles.json"
 NOTICES_DIR = ".notices"
 DOWNLOAD_TIMEOUT = 60.0  # seconds per socket operation
@@ -392,7 +396,10 @@ class ModelStore:
     # ------------------------------------------------------------------ paths
 
     def source_path(self, style: str | Style) -> Path:
-        return self.root / self.style(style).file
+        style = self.style(style)
+        if style.embedded:  # shipped inside the package: read in place, never copied or downloaded
+            return EMBEDDED_DIR / style.file
+        return self.root / style.file
 
     def is_present(self, style: str | Style) -> bool:
         return self.source_path(style).is_file()
@@ -427,21 +434,32 @@ class ModelStore:
             self._sha_cache[key] = sha
         return sha
 
-    def runtime_path(self, style: str | Style) -> Path:
+    def runtime_path(self, style: str | Style, variant: str = "") -> Path:
         """The ONNX file the engine runs for *style*, converting the source once if needed.
 
         A converted model is cached as ``style.runtime_file`` with a sidecar
         ``<runtime_file>.json`` (source sha256, :data:`CONVERTER_VERSION`); it is
         rebuilt when the source or the converter version changes.
+
+        ``variant`` "stats" or "tile" gives the two graphs of tiled inference
+        (:mod:`animelite.tiling`) instead, ``<name>.stats.onnx`` and
+        ``<name>.tile.onnx``, cached the same way; only converted (AnimeGANv2)
+        styles have them.
         """
         style = self.style(style)
+        if variant not in RUNTIME_VARIANTS:
+            raise ModelError(f"unknown runtime variant {variant!r}; expected one of {sorted(RUNTIME_VARIANTS)}")
         source = self.source_path(style)
         if not source.is_file():
             raise ModelError(self._missing_message(style))
+        if variant and (not style.needs_conversion or style.family != "animeganv2"):
+            raise ModelError(f"style '{style.name}' ({style.family}) has no {variant} graph: only AnimeGANv2 "
+                             "styles converted from .tflite/.pt weights do")
         if not style.needs_conversion:
             return source
-        runtime = self.root / style.runtime_file
-        sidecar = self.root / (style.runtime_file + ".json")
+        runtime_file = style.runtime_file[: -len(".onnx")] + f".{variant}.onnx" if variant else style.runtime_file
+        runtime = self.root / runtime_file
+        sidecar = self.root / (runtime_file + ".json")
         wanted = {
             "source_file": style.file,
             "source_format": style.source_format,
@@ -449,6 +467,8 @@ class ModelStore:
             "source_sha256": self._source_sha256(source),
             "converter_version": CONVERTER_VERSION,
         }
+        if variant:
+            wanted["graph"] = variant
         if runtime.is_file():
             try:
                 have = json.loads(sidecar.read_text(encoding="utf-8"))
@@ -459,10 +479,65 @@ class ModelStore:
         self._convert(style, source, runtime, sidecar, wanted)
         return runtime
 
+    def quantized_path(self, style: str | Style) -> Path:
+        """The INT8 model of *style*, made by :meth:`quantize`; a clear error if there is none."""
+        style = self.style(style)
+        fp32 = self.runtime_path(style)
+        path = self.root / (fp32.stem + ".int8.onnx")  # the root, also for embedded styles
+        meta = self._read_json(path.with_name(path.name + ".json"))
+        if not path.is_file() or meta.get("fp32_sha256") != self._source_sha256(fp32):
+            raise ModelError(
+                f"style '{style.name}' has no INT8 model yet (or the fp32 model changed since): run "
+                f"`animelite models quantize {style.name} --calib DIR` with a folder of photos to calibrate on"
+            )
+        return path
+
+    def quantize(self, name: str | Style, calib_dir: str | Path, *, count: int | None = None) -> Path:
+        """Make (or remake) the INT8 QDQ model of *name*, calibrated on photos from *calib_dir*."""
+        from . import quantize as q
+
+        style = self.style(name)
+        fp32 = self.runtime_path(style)
+        photos = q.calibration_photos(Path(calib_dir), count or q.CALIBRATION_COUNT)
+        inputs = q.calibration_inputs(photos, style.layout, style.size_multiple, value_range=style.value_range)
+        out = self.root / (fp32.stem + ".int8.onnx")  # never inside the package (embedded styles)
+        self._ensure_root()
+        fh, tmp = _temp_in(self.root, out.name)
+        fh.close()
+        try:
+            q.quantize_model(fp32, tmp, inputs)
+            meta = {"fp32_sha256": self._source_sha256(fp32), "quantizer_version": q.QUANTIZER_VERSION,
+                    "calibration": {"photos": [p.name for p in photos], "sha256": q.calibration_digest(photos),
+                                    "size": q.CALIBRATION_SIZE}}
+            fh, tmp_meta = _temp_in(self.root, out.name + ".json")
+            with fh:
+                fh.write(json.dumps(meta, indent=2, sort_keys=True).encode("utf-8") + b"\n")
+                _finish(fh)
+            os.replace(tmp, out)
+            tmp = None
+            os.replace(tmp_meta, out.with_name(out.name + ".json"))
+        except AnimeliteError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the ORT quantizer raises assorted errors
+            raise ModelError(f"cannot quantize style '{style.name}': {type(exc).__name__}: {exc}") from exc
+        finally:
+            _unlink_quiet(tmp)
+        return out
+
+    @staticmethod
+    def _read_json(path: Path) -> dict:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
     def _convert(self, style: Style, source: Path, runtime: Path, sidecar: Path, meta: dict) -> None:
         """Build the runtime ONNX for *source* and write it and its sidecar atomically."""
         try:
-            model = convert.build_runtime_model(source, style.source_format, style.variant)
+            graph = RUNTIME_VARIANTS[meta.get("graph", "")]  # the plain graph: called as it always was
+            model = convert.build_runtime_model(source, style.source_format, style.variant,
+                                                **({"norm_stats": graph} if graph else {}))
         except AnimeliteError:
             raise
         except Exception as exc:  # noqa: BLE001 - a builder bug or unreadable weights
@@ -521,6 +596,8 @@ class ModelStore:
         """
         style = self.style(name)
         dest = self.source_path(style)
+        if style.embedded:  # nothing to fetch: the file ships with the package
+            return self.runtime_path(style)
         if force or not self._verified(style, dest):
             if mirror is not None:
                 src = Path(mirror).expanduser() / style.file
@@ -822,6 +899,7 @@ class ModelStore:
                 "description": style.description,
                 "source_format": style.source_format,
                 "user": self._is_user_style(style),
+                "kind": style.kind,  # "style", or "detector" (the face detector)
             })
         return rows
 
