@@ -385,7 +385,7 @@ class ModelStore:
         for s in user:
             if key in (_key(n) for n in (s.name, *s.aliases)):
                 return s
-        known = ", ".join(sorted(_styles.CATALOG)) or "none"
+        known = ", ".join(sorted(n for n, s in _styles.CATALOG.items() if s.kind == "style")) or "none"
         mine = ", ".join(sorted(s.name for s in user))
         extra = f"; your own: {mine}" if mine else ""
         raise StyleError(f"unknown style {name!r}; known styles: {known}{extra}")

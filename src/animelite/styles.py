@@ -214,5 +214,5 @@ def get_style(name: str) -> Style:
         names = [style.name] + list(style.aliases)
         if key in (n.lower().replace("-", "_") for n in names):
             return style
-    known = ", ".join(sorted(CATALOG))
+    known = ", ".join(sorted(n for n, s in CATALOG.items() if s.kind == "style"))
     raise StyleError(f"unknown style {name!r}; known styles: {known}")
