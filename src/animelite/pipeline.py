@@ -96,6 +96,11 @@ def working_size(width: int, height: int, size: int, multiple: int) -> tuple[int
     return side(width), side(height)
 
 
+def _to_uint8(y: np.ndarray) -> np.ndarray:
+    """A float image in [0, 1] as rounded uint8 (a uint8 image is returned as it is)."""
+    return y if y.dtype == np.uint8 else (y * 255.0 + 0.5).astype(np.uint8)
+
+
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """High-quality resize of an (H, W, C) uint8 array to (width, height)."""
     if (rgb.shape[1], rgb.shape[0]) == tuple(size):
@@ -220,16 +225,17 @@ class Stylizer:
             with _timed(timings, "faces"):
                 y, face_summary = self.face_stage.apply(decoded.rgb, y)
         with _timed(timings, "postprocess"):
-            out = y if y.dtype == np.uint8 else (y * 255.0 + 0.5).astype(np.uint8)
             alpha = decoded.alpha
             if self.keep_size and self.mode == "hd" and width * height <= HD_GUIDED_MAX_PIXELS:
                 # back to the photo's size with edges from the photo itself
                 full = decoded.rgb.astype(np.float32) * np.float32(1 / 255)
-                out = (guided_upsample(x, y, full, radius=HD_RADIUS, eps=HD_EPS) * 255.0 + 0.5).astype(np.uint8)
+                out = _to_uint8(guided_upsample(x, y, full, radius=HD_RADIUS, eps=HD_EPS))
             elif self.keep_size:
-                out = resize_rgb(out, (width, height))
-            elif alpha is not None:
-                alpha = resize_rgb(alpha, work)
+                out = resize_rgb(_to_uint8(y), (width, height))
+            else:
+                out = _to_uint8(y)
+                if alpha is not None:
+                    alpha = resize_rgb(alpha, work)
         return Result(image=out, alpha=alpha, style=self.style.name, input_size=(width, height),
                       working_size=work, timings=timings, icc_profile=decoded.icc_profile,
                       background=decoded.background if alpha is not None else None, faces=face_summary)

@@ -501,27 +501,19 @@ class ModelStore:
         photos = q.calibration_photos(Path(calib_dir), count or q.CALIBRATION_COUNT)
         inputs = q.calibration_inputs(photos, style.layout, style.size_multiple, value_range=style.value_range)
         out = self.root / (fp32.stem + ".int8.onnx")  # never inside the package (embedded styles)
-        self._ensure_root()
-        fh, tmp = _temp_in(self.root, out.name)
-        fh.close()
-        try:
-            q.quantize_model(fp32, tmp, inputs)
-            meta = {"fp32_sha256": self._source_sha256(fp32), "quantizer_version": q.QUANTIZER_VERSION,
-                    "calibration": {"photos": [p.name for p in photos], "sha256": q.calibration_digest(photos),
-                                    "size": q.CALIBRATION_SIZE}}
-            fh, tmp_meta = _temp_in(self.root, out.name + ".json")
-            with fh:
-                fh.write(json.dumps(meta, indent=2, sort_keys=True).encode("utf-8") + b"\n")
-                _finish(fh)
-            os.replace(tmp, out)
-            tmp = None
-            os.replace(tmp_meta, out.with_name(out.name + ".json"))
-        except AnimeliteError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the ORT quantizer raises assorted errors
-            raise ModelError(f"cannot quantize style '{style.name}': {type(exc).__name__}: {exc}") from exc
-        finally:
-            _unlink_quiet(tmp)
+        meta = {"fp32_sha256": self._source_sha256(fp32), "quantizer_version": q.QUANTIZER_VERSION,
+                "calibration": {"photos": [p.name for p in photos], "sha256": q.calibration_digest(photos),
+                                "size": q.CALIBRATION_SIZE}}
+
+        def write(tmp: Path) -> None:
+            try:
+                q.quantize_model(fp32, tmp, inputs)
+            except AnimeliteError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the ORT quantizer raises assorted errors
+                raise ModelError(f"cannot quantize style '{style.name}': {type(exc).__name__}: {exc}") from exc
+
+        self._install_with_sidecar(write, out, out.with_name(out.name + ".json"), meta)
         return out
 
     @staticmethod
@@ -548,14 +540,24 @@ class ModelStore:
         self._write_runtime(model, runtime, sidecar, meta)
 
     def _write_runtime(self, model, runtime: Path, sidecar: Path, meta: dict) -> None:
-        self._ensure_root()
         data = model.SerializeToString()
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                _finish(fh)
+
+        self._install_with_sidecar(write, runtime, sidecar, meta)
+
+    def _install_with_sidecar(self, write, runtime: Path, sidecar: Path, meta: dict) -> None:
+        """Have ``write(tmp_path)`` produce the model in a temporary file, then move it and its
+        sidecar into place; on any failure neither temporary file is left behind."""
+        self._ensure_root()
         tmp_model = tmp_meta = None
         try:
             fh, tmp_model = _temp_in(self.root, runtime.name)
-            with fh:
-                fh.write(data)
-                _finish(fh)
+            fh.close()
+            write(tmp_model)
             fh, tmp_meta = _temp_in(self.root, sidecar.name)
             with fh:
                 fh.write(json.dumps(meta, indent=2, sort_keys=True).encode("utf-8") + b"\n")
