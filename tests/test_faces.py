@@ -240,7 +240,14 @@ def test_bench_and_cli_take_faces(store, tmp_path, capsys):
     Image.fromarray(photo_like(90, 70)).save(src)
     assert main(["--models", str(store.root), "stylize", str(src), "-o", str(tmp_path / "o.png"), "--style", "tiny",
                  "--faces", "portrait", "--size", "64", "-v"]) == 0
-    assert "faces=" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "faces=" in err and "1 face(s) found, 1 restyled at 192 px" in err  # the smallest crop for a 64 px output
+    assert main(["--models", str(store.root), "stylize", str(src), "-o", str(tmp_path / "o2.png"), "--style", "tiny",
+                 "--faces", "portrait", "--size", "64", "--face-size", "128", "-v"]) == 0
+    assert "1 restyled at 128 px" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["stylize", str(src), "--face-size", "10"])
+    assert "--face-size" in capsys.readouterr().err
 
 
 # -- real photos and the real detector ---------------------------------------------------------

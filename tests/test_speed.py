@@ -125,10 +125,14 @@ def test_cli_jobs_and_bench_modes(store, tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["in_flight"] for r in rows] == [1, 2, 4] and all(r["images_per_s"] > 0 for r in rows)
     assert main(["--models", str(store.root), "bench", "--compare", "--style", "randv2", "--sizes", "64",
-                 "--threads", "1", "--count", "2", "--json", "--photos", str(photos)]) == 0
+                 "--threads", "1", "--count", "2", "--json", "--photos", str(photos), "--also", "tiny"]) == 0
     data = json.loads(capsys.readouterr().out)[0]
-    variants = [r["variant"] for r in data["rows"]]
-    assert "onnxruntime fp32 full" in variants and "onnxruntime fp32 hd" in variants
+    rows = {r["variant"]: r for r in data["rows"]}
+    assert "onnxruntime fp32 full" in rows and "onnxruntime fp32 hd" in rows
+    # --also: another style's rows in the same table, its fidelity measured against --style's fp32 output
+    also = rows["tiny: onnxruntime fp32 full"]
+    assert also["psnr_median"] is not None and also["psnr_median"] < 40  # a different model, not a copy
+    assert rows["onnxruntime fp32 hd"]["psnr_median"] > also["psnr_median"]
 
 
 @needs_openvino

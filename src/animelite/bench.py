@@ -71,7 +71,7 @@ def synthetic_photos(count: int, size: tuple[int, int] = (1600, 1200)) -> list[b
 def run_bench(*, style: str = "hayao", sizes=DEFAULT_SIZES, threads=DEFAULT_THREADS, photos_dir: Path | None = None,
               count: int = 6, fmt: str = "jpg", store: ModelStore | None = None, progress=None,
               faces: str = "off", face_style: str | None = None, **speed) -> list[BenchRow]:
-    """``speed``: backend, precision, mode, hd_size, passed to :class:`Stylizer`."""
+    """``speed``: backend, precision, mode, hd_size, face_size, passed to :class:`Stylizer`."""
     sources: list = find_photos(photos_dir, count) if photos_dir else synthetic_photos(count or 4)
     rows = []
     for t in threads:
@@ -232,8 +232,14 @@ def _torch_reference(store: ModelStore, style_name: str, threads: int):
 
 def run_compare(*, style: str = "hayao", size: int = 512, threads: int = 1, photos_dir: Path | None = None,
                 count: int = 6, store: ModelStore | None = None, with_torch: bool = True,
-                progress=None) -> tuple[list[CompareRow], list[str]]:
-    """Time every runnable variant and the PyTorch reference on the same square photos, interleaved."""
+                also: tuple[str, ...] = (), progress=None) -> tuple[list[CompareRow], list[str]]:
+    """Time every runnable variant and the PyTorch reference on the same square photos, interleaved.
+
+    ``also`` adds the variants of other styles (e.g. the distilled ``hayao-lite``) to the same
+    table: same photos, same interleaving, speed-up against ``style``'s PyTorch reference and
+    fidelity against ``style``'s ONNX Runtime fp32 output, i.e. how closely a student follows
+    its teacher.
+    """
     from .metrics import psnr, ssim
 
     store = store or ModelStore()
@@ -241,15 +247,17 @@ def run_compare(*, style: str = "hayao", size: int = 512, threads: int = 1, phot
     photos = _square_photos(sources, size)
     notes: list[str] = []
     runners: dict[str, object] = {}
-    for backend, precision, mode in compare_variants(store, style):
-        s = Stylizer(style, size=size, threads=threads, store=store, backend=backend, precision=precision,
-                     mode=mode, faces="off", notice=lambda _m: None)
+    for name in (style, *also):
+        prefix = "" if name == style else f"{name}: "
+        for backend, precision, mode in compare_variants(store, name):
+            s = Stylizer(name, size=size, threads=threads, store=store, backend=backend, precision=precision,
+                         mode=mode, faces="off", notice=lambda _m: None)
 
-        def run(rgb, s=s):
-            r = s.stylize(rgb)
-            return r.image, sum(r.timings.get(k, 0.0) for k in ("preprocess", "inference", "postprocess"))
+            def run(rgb, s=s):
+                r = s.stylize(rgb)
+                return r.image, sum(r.timings.get(k, 0.0) for k in ("preprocess", "inference", "postprocess"))
 
-        runners[f"{backend} {precision} {mode}"] = run
+            runners[f"{prefix}{backend} {precision} {mode}"] = run
     baseline = "onnxruntime fp32 full"
     torch_key = "pytorch fp32 full (reference)"
     if with_torch:
@@ -299,15 +307,15 @@ def format_compare(rows: list[CompareRow], notes: list[str], *, style: str, size
         "ms = median per photo (preprocess + inference + postprocess); speed-up = median per-photo ratio to PyTorch",
         "measured in the same run; fidelity vs onnxruntime fp32 full on the same photo",
         "",
-        f"{'variant':<32} | {'ms':>8} | {'speed-up':>8} | {'PSNR med':>8} | {'PSNR min':>8} | {'SSIM med':>8}",
-        "-" * 33 + "|" + "|".join("-" * 10 for _ in range(5)),
+        f"{'variant':<44} | {'ms':>8} | {'speed-up':>8} | {'PSNR med':>8} | {'PSNR min':>8} | {'SSIM med':>8}",
+        "-" * 45 + "|" + "|".join("-" * 10 for _ in range(5)),
     ]
 
     def f(v, fmt):
         return "-" if v is None else format(v, fmt)
 
     for r in rows:
-        lines.append(f"{r.variant:<32} | {r.ms:>8.0f} | {f(r.speedup, '>7.2f') + 'x' if r.speedup else '-':>8} | "
+        lines.append(f"{r.variant:<44} | {r.ms:>8.0f} | {f(r.speedup, '>7.2f') + 'x' if r.speedup else '-':>8} | "
                      f"{f(r.psnr_median, '>8.2f'):>8} | {f(r.psnr_worst, '>8.2f'):>8} | {f(r.ssim_median, '>8.4f'):>8}")
     lines += [f"note: {n}" for n in notes]
     return "\n".join(lines)

@@ -87,7 +87,7 @@ def cmd_stylize(args) -> int:
     try:
         stylizer = Stylizer(args.style, size=args.size, keep_size=args.keep_size, threads=args.threads,
                             store=_store(args), notice=note, faces=args.faces, face_style=args.face_style,
-                            sessions=args.jobs, tile=args.tile, **_speed_kwargs(args))
+                            face_size=args.face_size, sessions=args.jobs, tile=args.tile, **_speed_kwargs(args))
     except AnimeliteError as exc:
         _err(str(exc))
         return EXIT_FAILED
@@ -143,7 +143,12 @@ def cmd_stylize(args) -> int:
         done += 1
         if args.verbose:
             stages = " ".join(f"{k}={v * 1000:.0f}ms" for k, v in result.timings.items())
-            tqdm.write(f"{src} -> {dst} ({result.working_size[0]}x{result.working_size[1]}; {stages})",
+            faces = ""
+            if result.faces is not None:
+                f = result.faces
+                sizes = ",".join(str(c) for c in f.crop_sizes)
+                faces = f"; {f.found} face(s) found, {f.stylized} restyled" + (f" at {sizes} px" if sizes else "")
+            tqdm.write(f"{src} -> {dst} ({result.working_size[0]}x{result.working_size[1]}; {stages}{faces})",
                        file=sys.stderr)
     if pool is not None:
         pool.shutdown()
@@ -263,7 +268,7 @@ def cmd_bench(args) -> int:
             for size in args.sizes:
                 for t in args.threads:
                     rows, notes = run_compare(style=args.style, size=size, threads=t, photos_dir=photos,
-                                              count=args.count, store=_store(args),
+                                              count=args.count, store=_store(args), also=tuple(args.also),
                                               progress=None if args.quiet or args.json else print_progress_text)
                     out.append(to_json_compare(rows, notes, size, t) if args.json else
                                format_compare(rows, notes, style=args.style, size=size, threads=t,
@@ -277,7 +282,8 @@ def cmd_bench(args) -> int:
         rows = run_bench(style=args.style, sizes=args.sizes, threads=args.threads, photos_dir=photos,
                          count=args.count, fmt=args.format, store=_store(args),
                          progress=None if args.json or args.quiet else print_progress,
-                         faces=args.faces, face_style=args.face_style, **_speed_kwargs(args))
+                         faces=args.faces, face_style=args.face_style, face_size=args.face_size,
+                         **_speed_kwargs(args))
     except (AnimeliteError, FileNotFoundError) as exc:
         _err(str(exc))
         return EXIT_FAILED
@@ -317,7 +323,7 @@ def _speed_kwargs(args) -> dict:
 
 
 def _face_args(p: argparse.ArgumentParser, default: str | None) -> None:
-    from .faces.stage import MODES
+    from .faces.stage import DEFAULT_FACE_SIZE, MODES
 
     when = ("default: auto when the faces extra and the yunet model are installed, else off" if default is None
             else f"default {default}")
@@ -326,6 +332,9 @@ def _face_args(p: argparse.ArgumentParser, default: str | None) -> None:
                         f"portrait = the photo is one face, a centred square ({when})")
     p.add_argument("--face-style", default=None, metavar="STYLE",
                    help="stylize the faces with this style (e.g. cute); default: the same style")
+    p.add_argument("--face-size", type=_positive_int(64, 2048), default=DEFAULT_FACE_SIZE, metavar="PX",
+                   help=f"largest side a face crop is stylized at (default {DEFAULT_FACE_SIZE}); "
+                        "smaller is faster, larger keeps more detail on big faces")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -404,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--compare", action="store_true",
                    help="rows for each backend x precision x mode with speed-up over a PyTorch reference and "
                         "fidelity vs fp32 (sizes default to 512 here)")
+    b.add_argument("--also", nargs="+", default=[], metavar="STYLE",
+                   help="with --compare: add these styles' rows to the table (speed-up vs --style's PyTorch "
+                        "reference, fidelity vs --style's fp32 output), e.g. --style hayao --also hayao-lite")
     b.add_argument("--concurrency", action="store_true",
                    help="images/s with 1, 2 and 4 images in flight (one session each) at --sizes[0] (default 512)")
     b.add_argument("-q", "--quiet", action="store_true")
