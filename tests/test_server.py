@@ -165,11 +165,28 @@ def test_web_page_and_static_files(models):
 def test_openapi_docs(models):
     with client(config(models)) as c:
         spec = c.get("/openapi.json").json()
-        assert c.get("/docs").status_code == 200
+        docs = c.get("/docs")
+        assert docs.status_code == 200
+        # Swagger UI from local files (swagger-ui-bundle), not a CDN, so the page works offline
+        assert not re.search(r"(src|href)=['\"]https?://", docs.text), docs.text[:500]
+        scripts = re.findall(r"<script src=['\"]([^'\"]+)['\"]", docs.text)
+        assert scripts and all(c.get(u).status_code == 200 for u in scripts)
+        assert "SwaggerUIBundle" in c.get(scripts[0]).text
     op = spec["paths"]["/v1/stylize"]["post"]
+    assert "swagger" not in str(spec).lower()  # the docs routes stay out of the API description
     assert "multipart/form-data" in op["requestBody"]["content"]
     assert {p["name"] for p in op["parameters"]} >= {"style", "size", "format", "quality", "precision", "faces"}
     assert {"/v1/styles", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
+
+
+def test_docs_without_swagger_ui_bundle_points_to_the_spec(models, monkeypatch):
+    from animelite.server import app as app_module
+
+    monkeypatch.setattr(app_module, "_swagger_ui_dir", lambda: None)
+    with client(config(models)) as c:
+        docs = c.get("/docs")
+        assert docs.status_code == 200 and "/openapi.json" in docs.text and "swagger-ui-bundle" in docs.text
+        assert c.get("/docs/assets/swagger-ui-bundle.js").status_code == 404
 
 
 # ------------------------------------------------------------------ stylize

@@ -14,6 +14,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
@@ -205,6 +206,22 @@ async def read_upload(request: Request, limit: int) -> tuple[bytes, dict[str, st
 
 
 # ------------------------------------------------------------------------ the app
+DOCS_FALLBACK_HTML = """<!doctype html><meta charset="utf-8"><title>animelite API</title>
+<p>The interactive API page needs the <code>swagger-ui-bundle</code> package
+(<code>pip install 'animelite[server]'</code> installs it). The API description itself is at
+<a href="/openapi.json">/openapi.json</a>.</p>"""
+
+
+def _swagger_ui_dir():
+    """Swagger UI's files from the swagger-ui-bundle package (so /docs works offline), or None."""
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    path = getattr(swagger_ui_bundle, "swagger_ui_path", None)
+    return path if path and (Path(path) / "swagger-ui-bundle.js").is_file() else None
+
+
 def create_app(config: ServerConfig | None = None) -> FastAPI:
     """Build the application. ``config.stylizer_factory`` can replace the Stylizer (tests)."""
     config = (config or ServerConfig()).validate()
@@ -231,6 +248,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
             "The AnimeGAN model weights are for non-commercial use only."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served below from local files: FastAPI's default page loads Swagger UI from a CDN
         redoc_url=None,
     )
     app.state.config = config
@@ -463,6 +481,23 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         return HTMLResponse(index_html, headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=str(static_dir)), name="static")
+
+    # -------------------------------------------------------------- API docs, offline
+    swagger_dir = _swagger_ui_dir()
+
+    @app.get("/docs", include_in_schema=False)
+    async def api_docs() -> HTMLResponse:
+        if swagger_dir is None:
+            return HTMLResponse(DOCS_FALLBACK_HTML)
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="animelite API",
+                                   swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs/assets/favicon-32x32.png")
+
+    if swagger_dir is not None:
+        app.mount("/docs/assets", StaticFiles(directory=str(swagger_dir)), name="docs-assets")
 
     # -------------------------------------------------------------- outer layers (last added = outermost)
     app.add_middleware(Guard, metrics=metrics, max_body=config.max_upload_bytes + MULTIPART_SLACK)
