@@ -79,6 +79,54 @@ def test_int8_needs_quantize_first(store):
         Stylizer("randv2", precision="int8", store=store)
 
 
+def _fp16_weight_model(path):
+    """Two 3x3 convs (3->8->3) whose weights are stored as float16 + Cast, as the embedded lite model's are."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    w1 = numpy_helper.from_array((rng.normal(size=(8, 3, 3, 3)) * 0.3).astype(np.float16), "w1_fp16")
+    w2 = numpy_helper.from_array((rng.normal(size=(3, 8, 3, 3)) * 0.3).astype(np.float16), "w2_fp16")
+    nodes = [
+        helper.make_node("Cast", ["w1_fp16"], ["w1"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["w2_fp16"], ["w2"], to=TensorProto.FLOAT),
+        helper.make_node("Conv", ["input", "w1"], ["h"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("LeakyRelu", ["h"], ["a"], alpha=0.2),
+        helper.make_node("Conv", ["a", "w2"], ["c"], pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Tanh", ["c"], ["output"]),
+    ]
+    dims = ["N", 3, "H", "W"]
+    graph = helper.make_graph(nodes, "fp16w", [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, dims)], [w1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_quantize_a_model_with_fp16_weights(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from animelite.quantize import fold_fp16_weights, quantize_model
+
+    src = _fp16_weight_model(tmp_path / "m.onnx")
+    folded = onnx.load(str(src))
+    assert fold_fp16_weights(folded) == 2
+    assert not [n for n in folded.graph.node if n.op_type == "Cast"]
+    assert {i.name for i in folded.graph.initializer} == {"w1", "w2"}
+    rng = np.random.default_rng(0)
+    inputs = [rng.uniform(-1, 1, (1, 3, 24, 32)).astype(np.float32) for _ in range(4)]
+    quantize_model(src, tmp_path / "m.int8.onnx", inputs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.onnx", "m.onnx"]  # no temp file left
+    q = onnx.load(str(tmp_path / "m.int8.onnx"))
+    assert [n.input[0] for n in q.graph.node if n.op_type == "Conv"][0].endswith("DequantizeLinear_Output")
+    x = inputs[0]
+    a = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    b = ort.InferenceSession(str(tmp_path / "m.int8.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert 0 < np.abs(a - b).max() < 0.1  # quantized (not a copy), and close
+
+
 def test_hd_mode_synthetic(store):
     full = Stylizer("randv2", size=128, store=store)
     hd = Stylizer("randv2", size=128, store=store, mode="hd", hd_size=96)

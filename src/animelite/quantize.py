@@ -65,6 +65,33 @@ def calibration_inputs(photos: Sequence[Path], layout: str, multiple: int, size:
     return out
 
 
+def fold_fp16_weights(model) -> int:
+    """Replace ``Cast(float16 initializer -> float32)`` nodes by float32 initializers, in place.
+
+    Models that store their weights as float16 to halve the file (the embedded hayao-lite) compute
+    in float32 after such casts; the quantizer wants the float32 weights themselves. Returns how
+    many casts were folded.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    folded = 0
+    for node in list(graph.node):
+        src = inits.get(node.input[0]) if node.op_type == "Cast" and node.input else None
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        if src is None or src.data_type != TensorProto.FLOAT16 or to != TensorProto.FLOAT:
+            continue
+        graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(src).astype(np.float32),
+                                                         node.output[0]))
+        graph.node.remove(node)
+        folded += 1
+    used = {name for n in graph.node for name in n.input}
+    for init in [i for i in graph.initializer if i.data_type == TensorProto.FLOAT16 and i.name not in used]:
+        graph.initializer.remove(init)
+    return folded
+
+
 def calibration_digest(photos: Sequence[Path]) -> str:
     h = hashlib.sha256()
     for p in photos:
@@ -76,10 +103,10 @@ def calibration_digest(photos: Sequence[Path]) -> str:
 def quantize_model(fp32_path: Path, out_path: Path, inputs: Sequence[np.ndarray]) -> None:
     """Write a QDQ INT8 version of *fp32_path* to *out_path*, calibrated on *inputs*."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
 
     model = onnx.load(str(fp32_path))
+    folded = fold_fp16_weights(model)
     if len(model.graph.input) != 1:
         raise ModelError(f"{fp32_path}: only single-input generators can be quantized")
     input_name = model.graph.input[0].name
@@ -97,8 +124,22 @@ def quantize_model(fp32_path: Path, out_path: Path, inputs: Sequence[np.ndarray]
 
     # onnxruntime.quantization logs advice at WARNING level on every call
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+    source = Path(fp32_path)
+    if folded:  # the quantizer needs the convolution weights as float32 initializers
+        source = Path(out_path).with_name(Path(out_path).name + ".fp32-weights.onnx")
+        onnx.save(model, str(source))
+    try:
+        _quantize(quantize_static, source, out_path, Reader(), convs)
+    finally:
+        if folded:
+            source.unlink(missing_ok=True)
+
+
+def _quantize(quantize_static, source: Path, out_path: Path, reader, convs: list[str]) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+
     quantize_static(
-        str(fp32_path), str(out_path), Reader(),
+        str(source), str(out_path), reader,
         quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
