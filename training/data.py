@@ -5,15 +5,18 @@ held-out list (``heldout.txt``) is never trained on. Portraits whose provenance
 the photos MANIFEST marks "UNCLEAR ... test-only" are not trained on either
 (they may be *evaluated* on: that is test use); see ``excluded_for_training``.
 
-Each training sample is a crop of a randomly rescaled, flipped and mildly
-colour-jittered photo, and the teacher's output *on that crop* (AnimeGANv2
-normalises over the whole image it is given, so the target must be computed on
-exactly what the student sees). Samples are made once and cached as .npy.
+The teacher runs once on several randomly rescaled, flipped and mildly
+colour-jittered copies of each training photo (whole copies: AnimeGANv2
+normalises over the whole image it is given, and the student is judged
+against the teacher's output on whole photos). Training crops are cut from
+those (input, output) pairs on the fly, so the teacher's cost does not grow
+with the number of crops.
 """
 
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,26 +61,24 @@ def load_rgb(path: Path) -> Image.Image:
         return ImageOps.exif_transpose(im).convert("RGB")
 
 
-def random_crop(img: Image.Image, crop: int, rng: np.random.Generator) -> np.ndarray:
-    """Rescale so the long side is in [384, 800] (the scale photos are stylized at), flip, jitter, crop."""
+def variant(img: Image.Image, rng: np.random.Generator, multiple: int = 4) -> np.ndarray:
+    """Rescale so the long side is in [384, 768] (around the 512 photos are stylized at), flip, jitter."""
     w, h = img.size
-    long_side = rng.uniform(384, 800)
-    s = max(long_side / max(w, h), (crop + 2) / min(w, h))
-    img = img.resize((max(crop, round(w * s)), max(crop, round(h * s))), Image.BICUBIC)
+    s = rng.uniform(384, 768) / max(w, h)
+    size = (max(multiple, round(w * s / multiple) * multiple), max(multiple, round(h * s / multiple) * multiple))
+    img = img.resize(size, Image.BICUBIC)
     if rng.random() < 0.5:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
     for enh in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
         img = enh(img).enhance(rng.uniform(0.9, 1.1))
-    w, h = img.size
-    x0, y0 = rng.integers(0, w - crop + 1), rng.integers(0, h - crop + 1)
-    return np.asarray(img.crop((x0, y0, x0 + crop, y0 + crop)), dtype=np.uint8)
+    return np.asarray(img, dtype=np.uint8)
 
 
-def teacher_session(teacher_path: Path):
+def teacher_session(teacher_path: Path, threads: int = 1):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     return ort.InferenceSession(str(teacher_path), opts, providers=["CPUExecutionProvider"])
@@ -87,36 +88,38 @@ def to_input(rgb: np.ndarray) -> np.ndarray:
     return (rgb.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
 
 
-def build_cache(photos: Path, teacher_path: Path, cache: Path, count: int, crop: int, seed: int, log) -> None:
-    """Write ``count`` (input uint8, teacher float16) crop pairs to ``cache`` (resumes a partial cache)."""
+def build_variants(photos: Path, teacher_path: Path, cache: Path, per_photo: int, seed: int, log,
+                   threads: int = 2) -> list[Path]:
+    """Run the teacher on ``per_photo`` rescaled/flipped/jittered copies of each training photo.
+
+    Each copy is saved as ``<cache>/v<photo>_<k>.npz`` holding the input (uint8 HxWx3) and the
+    teacher's output on the *whole* copy (float16 3xHxW). Training crops are cut from these pairs,
+    so a crop's target is exactly the teacher's output for that region of a whole photo, which is
+    what the student is measured against. Every copy's random parameters come from one seeded
+    generator per (seed, photo, k), so a partial cache resumes with the same result.
+    """
     cache.mkdir(parents=True, exist_ok=True)
-    xs_path, ys_path = cache / f"x_{crop}.npy", cache / f"y_{crop}.npy"
-    if xs_path.is_file() and ys_path.is_file():
-        xs = np.load(xs_path, mmap_mode="r")
-        if len(xs) >= count:
-            return
     files = training_photos(photos)
-    images = [load_rgb(p) for p in files]
-    sess = teacher_session(teacher_path)
-    name = sess.get_inputs()[0].name
-    rng = np.random.default_rng(seed)
-    xs = np.zeros((count, crop, crop, 3), np.uint8)
-    ys = np.zeros((count, 3, crop, crop), np.float16)
-    part = cache / f"partial_{crop}.npz"
-    start = 0
-    if part.is_file():
-        saved = np.load(part)
-        start = int(saved["n"])
-        xs[:start], ys[:start] = saved["x"][:start], saved["y"][:start]
-        rng.bit_generator.state = eval(str(saved["rng"]))  # noqa: S307 - our own file
-    for i in range(start, count):
-        if i % 50 == 0 and i > start:
-            np.savez(part, x=xs, y=ys, n=i, rng=str(rng.bit_generator.state))
-            log(f"teacher cache {i}/{count}")
-        img = images[int(rng.integers(len(images)))]
-        xs[i] = random_crop(img, crop, rng)
-        ys[i] = sess.run(None, {name: to_input(xs[i])})[0][0].astype(np.float16)
-    np.save(xs_path, xs)
-    np.save(ys_path, ys)
-    part.unlink(missing_ok=True)
-    log(f"teacher cache {count}/{count} done")
+    sess = None
+    out: list[Path] = []
+    t0 = time.time()
+    for i, path in enumerate(files):
+        img = None
+        for k in range(per_photo):
+            dst = cache / f"v{i:03d}_{k}.npz"
+            out.append(dst)
+            if dst.is_file():
+                continue
+            if sess is None:
+                sess = teacher_session(teacher_path, threads)
+            if img is None:
+                img = load_rgb(path)
+            rng = np.random.default_rng([seed, i, k])
+            x = variant(img, rng)
+            y = sess.run(None, {sess.get_inputs()[0].name: to_input(x)})[0][0].astype(np.float16)
+            tmp = dst.with_suffix(".tmp.npz")
+            np.savez(tmp, x=x, y=y, photo=path.relative_to(photos).as_posix())
+            tmp.replace(dst)
+        if (i + 1) % 5 == 0:
+            log(f"teacher variants: {i + 1}/{len(files)} photos ({time.time() - t0:.0f} s)")
+    return out

@@ -4,9 +4,11 @@
         --photos ../shared/photos --out /tmp/animelite-lite/run
 
 Steps: pull + convert the Hayao teacher (ONNX, fp32) into <cache>/models;
-make the teacher-output cache of random crops (ONNX Runtime, one thread);
-train the student (PyTorch, one thread) with L1 + gradient L1 to the teacher;
-export <out>/hayao_lite.onnx (opset 17, NCHW, dynamic H and W, [-1, 1]).
+run the teacher on --variants rescaled/flipped/jittered copies of each training
+photo (ONNX Runtime) and cache the pairs; train the student (PyTorch,
+--threads threads) on random crops of those pairs with L1 + gradient L1 to the
+teacher; export <out>/hayao_lite.onnx (opset 17, NCHW, dynamic H and W, [-1, 1],
+BatchNorm folded).
 Re-running with the same --out resumes from <out>/ckpt.pt. The loss log is
 <out>/loss.tsv. Training needs torch (the ``test`` extra); the runtime does not.
 """
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data  # noqa: E402
-from student import Student, export_onnx  # noqa: E402
+from student import ARCH, Student, export_onnx  # noqa: E402
 
 
 def grad_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -41,9 +43,10 @@ def main(argv=None) -> int:
     ap.add_argument("--photos", type=Path, required=True, help="photos folder (scenes/, portraits/, MANIFEST.tsv)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/animelite-distill"))
-    ap.add_argument("--crops", type=int, default=800)
-    ap.add_argument("--crop", type=int, default=160)
-    ap.add_argument("--iters", type=int, default=1200)
+    ap.add_argument("--variants", type=int, default=6, help="teacher-stylized copies of each training photo")
+    ap.add_argument("--crop", type=int, default=192)
+    ap.add_argument("--iters", type=int, default=3200)
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads for the teacher and for training")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--grad-weight", type=float, default=0.5)
@@ -55,13 +58,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.export_only:
         state = torch.load(args.out / "ckpt.pt", weights_only=False)
-        model = Student()
+        model = Student(**ARCH)
         model.load_state_dict(state["model"])
         export_onnx(model, args.out / "hayao_lite.onnx")
         print(f"exported {args.out / 'hayao_lite.onnx'} at iteration {state['iter']}")
         return 0
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     log_file = open(args.out / "train.log", "a")
@@ -78,13 +81,32 @@ def main(argv=None) -> int:
     store.pull("hayao", mirror=args.teacher_models)
     teacher = store.runtime_path("hayao")
     t0 = time.time()
-    data.build_cache(args.photos, teacher, args.cache / "crops", args.crops, args.crop, args.seed, log)
-    log(f"teacher cache ready ({time.time() - t0:.0f} s)")
-    xs = torch.from_numpy(np.load(args.cache / "crops" / f"x_{args.crop}.npy")[: args.crops])
-    ys = torch.from_numpy(np.load(args.cache / "crops" / f"y_{args.crop}.npy")[: args.crops].astype(np.float32))
-    xs = xs.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    files = data.build_variants(args.photos, teacher, args.cache / "variants", args.variants, args.seed, log,
+                                threads=args.threads)
+    pairs = []
+    for f in files:
+        with np.load(f) as z:
+            if min(z["x"].shape[:2]) >= args.crop:
+                x = torch.from_numpy(z["x"]).permute(2, 0, 1).contiguous()
+                # the whole copy average-pooled 4x4: the input of the student's context branch
+                pooled = F.avg_pool2d(x[None].float() / 127.5 - 1.0, 4)[0]
+                pairs.append((x, torch.from_numpy(z["y"]), pooled))
+    log(f"teacher variants ready: {len(pairs)} of {len(files)} usable at crop {args.crop} ({time.time() - t0:.0f} s)")
 
-    model = Student()
+    def batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Random crops (input, teacher output) and each crop's whole photo, pooled."""
+        xb, yb, pb = [], [], []
+        c = args.crop
+        for j in torch.randint(0, len(pairs), (args.batch,), generator=gen).tolist():
+            x, y, pooled = pairs[j]
+            top = int(torch.randint(0, x.shape[1] - c + 1, (1,), generator=gen))
+            left = int(torch.randint(0, x.shape[2] - c + 1, (1,), generator=gen))
+            xb.append(x[:, top:top + c, left:left + c])
+            yb.append(y[:, top:top + c, left:left + c])
+            pb.append(pooled)
+        return torch.stack(xb).float() / 127.5 - 1.0, torch.stack(yb).float(), pb
+
+    model = Student(**ARCH)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(args.seed)
     start = 0
@@ -115,9 +137,8 @@ def main(argv=None) -> int:
             lr *= (i + 1) / 20
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = torch.randint(0, len(xs), (args.batch,), generator=gen)
-        x, y = xs[idx], ys[idx]
-        pred = model(x)
+        x, y, pooled = batch(gen)
+        pred = model(x, pooled)
         l1 = F.l1_loss(pred, y)
         gl = grad_l1(pred, y)
         loss = l1 + args.grad_weight * gl
