@@ -486,6 +486,8 @@ class ModelStore:
         path = self.root / (fp32.stem + ".int8.onnx")  # the root, also for embedded styles
         meta = self._read_json(path.with_name(path.name + ".json"))
         if not path.is_file() or meta.get("fp32_sha256") != self._source_sha256(fp32):
+            if style.embedded and style.int8_file and (EMBEDDED_DIR / style.int8_file).is_file():
+                return EMBEDDED_DIR / style.int8_file  # shipped with the package
             raise ModelError(
                 f"style '{style.name}' has no INT8 model yet (or the fp32 model changed since): run "
                 f"`animelite models quantize {style.name} --calib DIR` with a folder of photos to calibrate on"
@@ -874,12 +876,19 @@ class ModelStore:
             if not path.is_file():
                 result.append((style.name, "missing"))
                 continue
-            kind, _ = parse_checksum(style.checksum)
-            actual = file_checksum(path, kind)
-            if _same_checksum(actual, style.checksum):
-                result.append((style.name, "ok"))
-            else:
-                result.append((style.name, f"checksum mismatch: expected {style.checksum} got {actual}"))
+            checks = [(path, style.checksum)]
+            if style.embedded and style.int8_file:
+                checks.append((EMBEDDED_DIR / style.int8_file, style.int8_checksum))
+            problems = []
+            for file, expected in checks:
+                if not file.is_file():
+                    problems.append(f"{file.name} missing")
+                    continue
+                actual = file_checksum(file, parse_checksum(expected)[0])
+                if not _same_checksum(actual, expected):
+                    problems.append(f"checksum mismatch{'' if file == path else f' ({file.name})'}: "
+                                    f"expected {expected} got {actual}")
+            result.append((style.name, "; ".join(problems) or "ok"))
         return result
 
     def list_rows(self) -> list[dict]:

@@ -8,6 +8,7 @@ import sys
 
 from ..errors import AnimeliteError
 from .config import ENV_PREFIX, ServerConfig
+from ..styles import DEFAULT_STYLE
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -32,7 +33,7 @@ def add_serve_parser(sub) -> argparse.ArgumentParser:
     s.add_argument("--cache-dir", metavar="DIR", help=f"also keep results on disk in DIR (${e}CACHE_DIR)")
     s.add_argument("--disk-cache-size", dest="disk_cache_bytes", metavar="SIZE",
                    help=f"bound of the disk cache (default 512MB; ${e}DISK_CACHE_BYTES)")
-    s.add_argument("--default-style", help=f"style when a request names none (default hayao; ${e}DEFAULT_STYLE)")
+    s.add_argument("--default-style", help=f"style when a request names none (default {DEFAULT_STYLE}; ${e}DEFAULT_STYLE)")
     s.add_argument("--default-size", type=int, help=f"working long side when a request names none (default 512; "
                                                      f"${e}DEFAULT_SIZE)")
     s.add_argument("--max-size", type=int, help=f"largest working long side a request may ask for (default 1024; "
