@@ -181,6 +181,9 @@ def test_cli_jobs_and_bench_modes(store, tmp_path, capsys):
     also = rows["tiny: onnxruntime fp32 full"]
     assert also["psnr_median"] is not None and also["psnr_median"] < 40  # a different model, not a copy
     assert rows["onnxruntime fp32 hd"]["psnr_median"] > also["psnr_median"]
+    capsys.readouterr()
+    assert main(["--models", str(store.root), "bench", "--style", "randv2", "--also", "tiny"]) == 2
+    assert "--also adds rows to the --compare table" in capsys.readouterr().err
 
 
 @needs_openvino

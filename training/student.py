@@ -158,6 +158,7 @@ def export_onnx(model: Student, path, opset: int = 17, fp16_weights: bool = True
     halves the file. The rounding moves outputs by about 1e-3 of a level at most (see the model card).
     """
     import io
+    import os
 
     import onnx
 
@@ -176,8 +177,6 @@ def export_onnx(model: Student, path, opset: int = 17, fp16_weights: bool = True
     onnx.checker.check_model(proto)
     tmp = str(path) + ".tmp"
     onnx.save(proto, tmp)
-    import os
-
     os.replace(tmp, path)
 
 

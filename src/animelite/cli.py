@@ -241,6 +241,9 @@ def cmd_bench(args) -> int:
     source = str(photos) if photos else f"{args.count} synthetic 1600x1200 photos"
     if args.sizes is None:
         args.sizes = [512] if args.compare or args.concurrency else [256, 384, 512, 768, 1024]
+    if args.also and not args.compare:
+        _err("--also adds rows to the --compare table; use it with --compare")
+        return EXIT_USAGE
     if args.concurrency:
         from .bench import format_concurrency, print_progress_text, run_concurrency
 

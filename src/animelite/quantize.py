@@ -103,7 +103,8 @@ def calibration_digest(photos: Sequence[Path]) -> str:
 def quantize_model(fp32_path: Path, out_path: Path, inputs: Sequence[np.ndarray]) -> None:
     """Write a QDQ INT8 version of *fp32_path* to *out_path*, calibrated on *inputs*."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
 
     model = onnx.load(str(fp32_path))
     folded = fold_fp16_weights(model)
@@ -129,19 +130,13 @@ def quantize_model(fp32_path: Path, out_path: Path, inputs: Sequence[np.ndarray]
         source = Path(out_path).with_name(Path(out_path).name + ".fp32-weights.onnx")
         onnx.save(model, str(source))
     try:
-        _quantize(quantize_static, source, out_path, Reader(), convs)
+        quantize_static(
+            str(source), str(out_path), Reader(),
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            op_types_to_quantize=["Conv"], nodes_to_exclude=[convs[-1]],
+        )
     finally:
         if folded:
             source.unlink(missing_ok=True)
-
-
-def _quantize(quantize_static, source: Path, out_path: Path, reader, convs: list[str]) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
-
-    quantize_static(
-        str(source), str(out_path), reader,
-        quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-        op_types_to_quantize=["Conv"], nodes_to_exclude=[convs[-1]],
-    )

@@ -486,13 +486,19 @@ class ModelStore:
         path = self.root / (fp32.stem + ".int8.onnx")  # the root, also for embedded styles
         meta = self._read_json(path.with_name(path.name + ".json"))
         if not path.is_file() or meta.get("fp32_sha256") != self._source_sha256(fp32):
-            if style.embedded and style.int8_file and (EMBEDDED_DIR / style.int8_file).is_file():
-                return EMBEDDED_DIR / style.int8_file  # shipped with the package
+            shipped = self._embedded_int8(style)
+            if shipped is not None and shipped.is_file():
+                return shipped
             raise ModelError(
                 f"style '{style.name}' has no INT8 model yet (or the fp32 model changed since): run "
                 f"`animelite models quantize {style.name} --calib DIR` with a folder of photos to calibrate on"
             )
         return path
+
+    @staticmethod
+    def _embedded_int8(style: Style) -> Path | None:
+        """Where an embedded style's shipped INT8 model lives (present or not), or None if it has none."""
+        return EMBEDDED_DIR / style.int8_file if style.embedded and style.int8_file else None
 
     def quantize(self, name: str | Style, calib_dir: str | Path, *, count: int | None = None) -> Path:
         """Make (or remake) the INT8 QDQ model of *name*, calibrated on photos from *calib_dir*."""
@@ -877,8 +883,9 @@ class ModelStore:
                 result.append((style.name, "missing"))
                 continue
             checks = [(path, style.checksum)]
-            if style.embedded and style.int8_file:
-                checks.append((EMBEDDED_DIR / style.int8_file, style.int8_checksum))
+            shipped = self._embedded_int8(style)
+            if shipped is not None:
+                checks.append((shipped, style.int8_checksum))
             problems = []
             for file, expected in checks:
                 if not file.is_file():
