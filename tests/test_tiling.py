@@ -213,7 +213,7 @@ def test_stylizer_tiles_when_asked_and_by_itself(v2_store, monkeypatch):
     img = photo_like(400, 300, seed=3)
     calls = []
     real = tiling.stylize_tiled
-    monkeypatch.setattr(tiling, "stylize_tiled", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    monkeypatch.setattr(tiling, "stylize_tiled", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     plain = Stylizer("randpt", store=v2_store, size=400, faces="off").stylize(img)
     assert calls == []  # small: one full-frame run
     tiled = Stylizer("randpt", store=v2_store, size=400, faces="off", tile=256).stylize(img)

@@ -29,9 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelError
+from .options import BACKENDS, PRECISIONS
 
-BACKENDS = ("onnxruntime", "openvino")
-PRECISIONS = ("fp32", "bf16", "int8")
 _OV_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ model; other ops stay f32
 
 
@@ -83,6 +82,113 @@ class ModelSpec:
     size_multiple: int = 8
 
 
+def model_input(rgb: np.ndarray, layout: str, value_range=(-1.0, 1.0)) -> np.ndarray:
+    """An (H, W, 3) RGB image as the model's input tensor (a batch of one).
+
+    ``rgb`` is float32 in [0, 1], or uint8 (scaled in one multiply, as the
+    tiles and the calibration photos are).
+    """
+    lo, hi = value_range
+    if rgb.dtype == np.uint8:
+        x = rgb.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo)
+    else:
+        x = rgb.astype(np.float32, copy=False) * np.float32(hi - lo) + np.float32(lo)
+    x = x[None]
+    if layout == "NCHW":
+        x = x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x)
+
+
+def model_output(y: np.ndarray, layout: str, value_range=(-1.0, 1.0)) -> np.ndarray:
+    """The model's output tensor (batch of one) as float32 (H, W, 3) in [0, 1]."""
+    lo, hi = value_range
+    if layout == "NCHW":
+        y = y.transpose(0, 2, 3, 1)
+    y = (y[0] - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    return np.clip(y, 0.0, 1.0, out=y)
+
+
+def ort_session(model: str | Path | bytes, threads: int | None = None, *, source: str | Path | None = None,
+                optimize: bool = True):
+    """An ONNX Runtime CPU session: the one place its options are set.
+
+    ``threads`` None leaves ONNX Runtime's own default (for one-off checks);
+    errors become a :class:`ModelError` naming *source* (or the path).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3  # errors only: no warnings on stderr for users
+    label = source if source is not None else ("model" if isinstance(model, bytes) else model)
+    try:
+        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        raise ModelError(f"{label}: ONNX Runtime cannot load this model ({exc})") from exc
+
+
+class Session:
+    """One model loaded on one backend: ``run(feeds) -> {output name: array}``.
+
+    ONNX Runtime sessions take concurrent calls; OpenVINO gets one infer
+    request per calling thread.
+    """
+
+    def __init__(self, model: str | Path | bytes, *, threads: int, backend: str = "onnxruntime",
+                 precision: str = "fp32", source: str | Path | None = None):
+        check_backend(backend, precision)
+        self.backend, self.precision, self.threads = backend, precision, threads
+        label = source if source is not None else model
+        if backend == "onnxruntime":
+            session = ort_session(model, threads, source=label)
+            self.input_names = [i.name for i in session.get_inputs()]
+            self.output_names = [o.name for o in session.get_outputs()]
+
+            def run(feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
+                return session.run(outputs, feeds)
+        else:
+            run = self._open_openvino(model, threads, _OV_HINT[precision], label)
+        self._run = run
+
+    def _open_openvino(self, model, threads: int, hint: str, label):
+        import openvino as ov
+
+        if isinstance(model, bytes):
+            raise ModelError(f"{label}: the openvino backend loads model files, not bytes")
+        core = ov.Core()
+        try:
+            ov_model = core.read_model(str(model))
+            compiled = core.compile_model(ov_model, "CPU", {
+                "INFERENCE_PRECISION_HINT": hint,
+                "INFERENCE_NUM_THREADS": threads,
+                "NUM_STREAMS": 1,
+                "PERFORMANCE_HINT": "LATENCY",
+            })
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
+            raise ModelError(f"{label}: OpenVINO cannot load this model ({exc})") from exc
+        self.input_names = [i.get_any_name() for i in ov_model.inputs]
+        self.output_names = [o.get_any_name() for o in ov_model.outputs]
+        local = threading.local()
+
+        def run(feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
+            request = getattr(local, "request", None)
+            if request is None:
+                request = local.request = compiled.create_infer_request()
+            request.infer(feeds)
+            return [request.get_tensor(name).data.copy() for name in outputs]
+
+        return run
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
+        return self._run(feeds, outputs or self.output_names)
+
+
 class Generator:
     """A warm inference session for one image-to-image generator."""
 
@@ -95,65 +201,10 @@ class Generator:
         self.threads = threads or default_threads()
         self.backend = backend
         self.precision = precision
-        if backend == "onnxruntime":
-            self._run = self._open_onnxruntime(spec.path, self.threads)
-        else:
-            self._run = self._open_openvino(spec.path, self.threads, _OV_HINT[precision])
-
-    # -- backends ---------------------------------------------------------------
-    @staticmethod
-    def _open_onnxruntime(path: Path, threads: int):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3  # errors only: no warnings on stderr for users
-        try:
-            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-            raise ModelError(f"{path}: ONNX Runtime cannot load this model ({exc})") from exc
-        inputs = session.get_inputs()
-        if len(inputs) != 1:
-            raise ModelError(f"{path}: expected one image input, found {len(inputs)}")
-        in_name, out_name = inputs[0].name, session.get_outputs()[0].name
-
-        def run(x: np.ndarray) -> np.ndarray:
-            return session.run([out_name], {in_name: x})[0]
-
-        return run
-
-    @staticmethod
-    def _open_openvino(path: Path, threads: int, hint: str):
-        import openvino as ov
-
-        core = ov.Core()
-        try:
-            model = core.read_model(str(path))
-            if len(model.inputs) != 1:
-                raise ModelError(f"{path}: expected one image input, found {len(model.inputs)}")
-            compiled = core.compile_model(model, "CPU", {
-                "INFERENCE_PRECISION_HINT": hint,
-                "INFERENCE_NUM_THREADS": threads,
-                "NUM_STREAMS": 1,
-                "PERFORMANCE_HINT": "LATENCY",
-            })
-        except ModelError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
-            raise ModelError(f"{path}: OpenVINO cannot load this model ({exc})") from exc
-        local = threading.local()
-
-        def run(x: np.ndarray) -> np.ndarray:
-            request = getattr(local, "request", None)
-            if request is None:
-                request = local.request = compiled.create_infer_request()
-            request.infer({0: x})
-            return request.get_output_tensor(0).data.copy()
-
-        return run
+        self.session = Session(spec.path, threads=self.threads, backend=backend, precision=precision)
+        if len(self.session.input_names) != 1:
+            raise ModelError(f"{spec.path}: expected one image input, found {len(self.session.input_names)}")
+        self._in, self._out = self.session.input_names[0], self.session.output_names[0]
 
     # -- inference -----------------------------------------------------------------
     def run(self, rgb: np.ndarray) -> np.ndarray:
@@ -166,16 +217,9 @@ class Generator:
         m = self.spec.size_multiple
         if rgb.shape[0] % m or rgb.shape[1] % m:
             raise ValueError(f"{rgb.shape[1]}x{rgb.shape[0]} is not a multiple of {m}")
-        lo, hi = self.spec.value_range
-        x = rgb.astype(np.float32, copy=False) * np.float32(hi - lo) + np.float32(lo)
-        x = x[None]
-        if self.spec.layout == "NCHW":
-            x = x.transpose(0, 3, 1, 2)
-        y = self._run(np.ascontiguousarray(x))
-        if self.spec.layout == "NCHW":
-            y = y.transpose(0, 2, 3, 1)
-        y = (y[0] - np.float32(lo)) * np.float32(1.0 / (hi - lo))
-        return np.clip(y, 0.0, 1.0, out=y)
+        x = model_input(rgb.astype(np.float32, copy=False), self.spec.layout, self.spec.value_range)
+        y = self.session.run({self._in: x}, [self._out])[0]
+        return model_output(y, self.spec.layout, self.spec.value_range)
 
 
 class GeneratorPool:

@@ -52,9 +52,9 @@ published) fall back to plain overlapping tiles with the same blending:
 smooth, but each tile is normalised on its own, so the tone can drift from
 tile to tile where the content changes a lot across the frame.
 
-The shared-statistics path runs the stats and tile graphs on ONNX Runtime in
-float32 whatever backend and precision the :class:`~animelite.pipeline.Stylizer`
-uses for its full-frame runs.
+The shared-statistics path runs the stats and tile graphs on the backend and
+precision the :class:`~animelite.pipeline.Stylizer` uses for its full-frame
+runs (fp32 or bf16); INT8 has no tile graph and is refused with a clear message.
 """
 
 from __future__ import annotations
@@ -66,18 +66,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AnimeliteError, ModelError
+from .engine import Session, model_input, model_output
+from .errors import ModelError
+from .imageops import resize_rgb, working_size
+from .options import AUTO_TILE_PIXELS, DEFAULT_TILE, MIN_TILE, OptionError
 
 #: Tiling turns on by itself when the working image has more pixels than this:
 #: a whole-frame run needs about 1.6 KB per working pixel in ONNX Runtime, so
 #: 1024x1024 (~1.7 GB) still runs whole and a 3:2 photo at ``--size 1536``
 #: (~2.5 GB whole) is tiled.
-AUTO_PIXELS = 1024 * 1024
-#: 384: a tile's activations take ~0.35 GB (512: ~0.7 GB, for ~6% less overlap work).
-DEFAULT_TILE = 384
+AUTO_PIXELS = AUTO_TILE_PIXELS
+#: DEFAULT_TILE (384, in :mod:`animelite.options`): a tile's activations take ~0.35 GB
+#: (512: ~0.7 GB, for ~6% less overlap work).
 DEFAULT_OVERLAP = 64
 DEFAULT_MARGIN = 16
-MIN_TILE = 128
 #: Long side of the downscaled stats pass (see scripts/measure_tiling.py --stats-sizes).
 STATS_SIZE = 768
 
@@ -92,7 +94,7 @@ def check_tile(tile) -> str | int:
     if tile is False or tile == 0 or tile == "off":
         return "off"
     if isinstance(tile, bool) or not isinstance(tile, int) or tile < MIN_TILE:
-        raise AnimeliteError(f"tile must be 'auto', 'off' (0) or a tile side of at least {MIN_TILE} pixels, "
+        raise OptionError(f"tile must be 'auto', 'off' (0) or a tile side of at least {MIN_TILE} pixels, "
                              f"got {tile!r}")
     return tile
 
@@ -236,77 +238,72 @@ def run_tiles(plan: TilePlan, run_tile: Callable[[int, int, int, int], np.ndarra
 # ------------------------------------------------------------------- model runners
 
 
-def _session(model: Path | bytes, threads: int, source: Path):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
-                                    providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"{source}: ONNX Runtime cannot load this model ({exc})") from exc
-
-
 class SharedStatsModel:
     """An AnimeGANv2 style run as tiles with shared layer-norm statistics (the stats and tile graphs).
 
-    Sessions live for one photo only: the stats session for the stats pass,
-    then a tile session with that photo's statistics baked in as a constant
-    (the stored tile graph takes them as its ``norm_stats`` input; as a
-    constant, ONNX Runtime folds each norm's scale and shift into the
-    convolution before it, which makes tiles ~20% faster). Dropping them
-    returns their memory arenas, so nothing stays allocated between photos.
+    Both graphs run on the stylizer's backend and precision through
+    :class:`animelite.engine.Session`. Sessions live for one photo only: the
+    stats session for the stats pass, then a tile session with that photo's
+    statistics. On ONNX Runtime the statistics are baked into the tile graph
+    as a constant (the stored graph takes them as its ``norm_stats`` input; as
+    a constant, ONNX Runtime folds each norm's scale and shift into the
+    convolution before it, which makes tiles ~20% faster); OpenVINO gets them
+    as an input. Dropping the sessions returns their memory, so nothing stays
+    allocated between photos.
+
+    INT8 has no tile graph (the quantized model is the plain generator), so
+    ``precision="int8"`` is refused here with a message that says what to do.
     """
 
-    def __init__(self, stats_path: Path, tile_path: Path, threads: int, value_range=(-1.0, 1.0)):
+    def __init__(self, stats_path: Path, tile_path: Path, threads: int, value_range=(-1.0, 1.0), *,
+                 backend: str = "onnxruntime", precision: str = "fp32"):
+        if precision == "int8":
+            raise ModelError("INT8 cannot run tiled: the tiles of AnimeGANv2 styles need the float stats and tile "
+                             "graphs. Use --precision fp32 (or bf16 on openvino) for images this large, a smaller "
+                             "--size, or --no-tile")
         self.stats_path, self.tile_path, self.threads = Path(stats_path), Path(tile_path), threads
-        self.lo, self.hi = (float(v) for v in value_range)
+        self.value_range = tuple(float(v) for v in value_range)
+        self.backend, self.precision = backend, precision
 
-    def _to_model(self, rgb_u8: np.ndarray) -> np.ndarray:
-        x = rgb_u8.astype(np.float32).transpose(2, 0, 1)[None]
-        x *= np.float32((self.hi - self.lo) / 255.0)
-        x += np.float32(self.lo)
-        return np.ascontiguousarray(x)
-
-    def _from_model(self, y: np.ndarray) -> np.ndarray:
-        y = y[0].transpose(1, 2, 0)
-        y = (y - np.float32(self.lo)) * np.float32(1.0 / (self.hi - self.lo))
-        return np.clip(y, 0.0, 1.0, out=y)
+    def _session(self, model, source: Path) -> Session:
+        return Session(model, threads=self.threads, backend=self.backend, precision=self.precision, source=source)
 
     def stats(self, rgb_u8: np.ndarray) -> np.ndarray:
         """The [24, 2] layer-norm statistics of a whole (downscaled) image, uint8 (H, W, 3)."""
-        session = _session(self.stats_path, self.threads, self.stats_path)
-        return session.run(["norm_stats"], {"input": self._to_model(rgb_u8)})[0]
+        session = self._session(self.stats_path, self.stats_path)
+        return session.run({"input": model_input(rgb_u8, "NCHW", self.value_range)}, ["norm_stats"])[0]
 
     def tile_runner(self, stats: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """``run(tile uint8 (h, w, 3)) -> float32 (h, w, 3) in [0, 1]`` with *stats* fixed."""
-        import onnx
-        from onnx import numpy_helper
+        stats = np.asarray(stats, np.float32)
+        if self.backend == "onnxruntime":
+            import onnx
+            from onnx import numpy_helper
 
-        model = onnx.load(str(self.tile_path))
-        inputs = [i for i in model.graph.input if i.name == "norm_stats"]
-        if len(inputs) != 1:
-            raise ModelError(f"{self.tile_path}: not a tile graph (no norm_stats input)")
-        model.graph.input.remove(inputs[0])
-        model.graph.initializer.append(numpy_helper.from_array(np.asarray(stats, np.float32), "norm_stats"))
-        session = _session(model.SerializeToString(), self.threads, self.tile_path)
-        del model
+            model = onnx.load(str(self.tile_path))
+            inputs = [i for i in model.graph.input if i.name == "norm_stats"]
+            if len(inputs) != 1:
+                raise ModelError(f"{self.tile_path}: not a tile graph (no norm_stats input)")
+            model.graph.input.remove(inputs[0])
+            model.graph.initializer.append(numpy_helper.from_array(stats, "norm_stats"))
+            session = self._session(model.SerializeToString(), self.tile_path)
+            del model
+            extra: dict[str, np.ndarray] = {}
+        else:
+            session = self._session(self.tile_path, self.tile_path)
+            if "norm_stats" not in session.input_names:
+                raise ModelError(f"{self.tile_path}: not a tile graph (no norm_stats input)")
+            extra = {"norm_stats": stats}
 
         def run(rgb_u8: np.ndarray) -> np.ndarray:
-            return self._from_model(session.run(["output"], {"input": self._to_model(rgb_u8)})[0])
+            x = model_input(rgb_u8, "NCHW", self.value_range)
+            return model_output(session.run({"input": x, **extra}, ["output"])[0], "NCHW", self.value_range)
 
         return run
 
 
 def stats_image(rgb_u8: np.ndarray, multiple: int, stats_size: int | None = None) -> np.ndarray:
     """The photo downscaled for the stats pass: long side ``stats_size``, sides multiples of ``multiple``."""
-    from .pipeline import resize_rgb, working_size
-
     h, w = rgb_u8.shape[:2]
     stats_size = stats_size or STATS_SIZE
     if max(w, h) <= stats_size:
@@ -314,41 +311,30 @@ def stats_image(rgb_u8: np.ndarray, multiple: int, stats_size: int | None = None
     return resize_rgb(rgb_u8, working_size(w, h, stats_size, multiple))
 
 
-def shared_stats_model(stylizer) -> SharedStatsModel | None:
-    """The stats + tile graphs for the stylizer's style, or None when its norms are out of reach."""
-    store, style = stylizer.store, stylizer.style
-    if style.family != "animeganv2" or not style.needs_conversion:
-        return None
-    return SharedStatsModel(store.runtime_path(style, variant="stats"), store.runtime_path(style, variant="tile"),
-                            stylizer.generator.threads, style.value_range)
-
-
-def stylize_tiled(stylizer, rgb_u8: np.ndarray, tile: int, *, overlap: int | None = None,
+def stylize_tiled(rgb_u8: np.ndarray, tile: int, *, generator, multiple: int,
+                  shared: SharedStatsModel | None = None, dtype=np.uint8, overlap: int | None = None,
                   margin: int = DEFAULT_MARGIN, stats_size: int | None = None) -> np.ndarray:
     """Stylize the working-size uint8 (H, W, 3) image ``rgb_u8`` in tiles of ``tile`` pixels.
 
-    Returns uint8 (H, W, 3), or float32 in [0, 1] when the stylizer has a face
-    stage (it pastes faces into a float image).
+    With ``shared`` (AnimeGANv2 styles) the tiles share one set of layer-norm
+    statistics; without, each tile runs through ``generator`` as it is.
+    Returns ``dtype``: uint8 (H, W, 3), or float32 in [0, 1].
     """
     if rgb_u8.dtype != np.uint8 or rgb_u8.ndim != 3 or rgb_u8.shape[2] != 3:
         raise TypeError(f"expected an (H, W, 3) uint8 image, got {rgb_u8.dtype} {rgb_u8.shape}")
     h, w = rgb_u8.shape[:2]
-    plan = plan_tiles(w, h, tile, overlap, stylizer.style.size_multiple, margin)
-    model = shared_stats_model(stylizer)
-    if model is not None:
-        small = stats_image(rgb_u8, stylizer.style.size_multiple, stats_size or STATS_SIZE)
-        run = model.tile_runner(model.stats(small))
+    plan = plan_tiles(w, h, tile, overlap, multiple, margin)
+    if shared is not None:
+        small = stats_image(rgb_u8, multiple, stats_size or STATS_SIZE)
+        run = shared.tile_runner(shared.stats(small))
         del small
 
         def run_tile(y0, y1, x0, x1):
             return run(rgb_u8[y0:y1, x0:x1])
     else:
-        gen = stylizer.generator
-
         def run_tile(y0, y1, x0, x1):
-            return gen.run(rgb_u8[y0:y1, x0:x1].astype(np.float32) * np.float32(1 / 255))
+            return generator.run(rgb_u8[y0:y1, x0:x1].astype(np.float32) * np.float32(1 / 255))
 
-    dtype = np.float32 if getattr(stylizer, "face_stage", None) is not None else np.uint8
     return run_tiles(plan, run_tile, dtype=dtype)
 
 
