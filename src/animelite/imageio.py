@@ -46,7 +46,7 @@ __all__ = [
 #: Largest accepted input, in pixels. 50 MP is enough for 48 MP phone photos
 #: (8064×6048 = 48.8 MP) and refuses decompression bombs well before a decode
 #: could exhaust memory.
-DEFAULT_MAX_PIXELS = 50_000_000
+from .options import DEFAULT_MAX_PIXELS  # noqa: E402 - the one definition
 
 #: Input formats, as Pillow names them. Phones' "MPO" (multi-picture JPEG) is
 #: read as JPEG; GIF is deliberately not supported.

@@ -19,21 +19,25 @@ from PIL import Image
 
 from . import imageio, tiling
 from .engine import Generator, GeneratorPool, ModelSpec, check_backend, get_generator
+from .errors import StyleError
+from .faces.stage import FaceSummary, make_face_stage, resolve_mode
 from .guided import guided_upsample
-from .errors import AnimeliteError, StyleError
-from .faces.stage import FaceSummary, make_face_stage
+from .imageops import resize_rgb, to_uint8, working_size
+from .options import (BACKENDS, DEFAULT_BACKEND, DEFAULT_FACE_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_MODE,
+                      DEFAULT_PRECISION, DEFAULT_SIZE, FACE_MODES, HD_MAX_SIZE, HD_SCALE, MAX_FACE_SIZE,
+                      MAX_SESSIONS, MAX_SIZE, MAX_THREADS, MIN_FACE_SIZE, MIN_SIZE, MODES, PRECISIONS, OptionError,
+                      one_of, whole_number)
 from .store import ModelStore
 from .styles import DEFAULT_STYLE, Style
 
 STAGES = ("decode", "preprocess", "inference", "faces", "postprocess", "encode")  # "faces" only when faces are on
-DEFAULT_SIZE = 512
-MIN_SIZE = 64
-MAX_SIZE = 8192  # above ~1.5 MP the working image runs in tiles (animelite.tiling)
-MODES = ("full", "hd")
-HD_SCALE = 0.75  # HD mode runs the generator at this fraction of the working long side
 # Guided-filter settings picked on ../shared/photos/scenes (PSNR against the full-size run, see README)
 HD_RADIUS, HD_EPS = 1, 1e-3
 HD_GUIDED_MAX_PIXELS = 16_000_000  # above this, --keep-size falls back to a plain resize (memory)
+_to_uint8 = to_uint8
+
+__all__ = ["STAGES", "Result", "Stylizer", "stylize", "working_size", "resize_rgb", "LicenceNotice",
+           "DEFAULT_SIZE", "MIN_SIZE", "MAX_SIZE", "MODES"]
 
 
 class LicenceNotice(UserWarning):
@@ -80,36 +84,6 @@ def _timed(timings: dict[str, float], stage: str):
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
 
-def working_size(width: int, height: int, size: int, multiple: int) -> tuple[int, int]:
-    """The model's input size: long side ``size``, aspect kept, sides rounded to ``multiple``.
-
-    Rounding moves each side by at most ``multiple / 2`` pixels, so the aspect
-    ratio changes by well under 1% at the default sizes; nothing is squashed.
-    """
-    if width <= 0 or height <= 0:
-        raise ValueError(f"image has no pixels ({width}x{height})")
-    scale = size / max(width, height)
-
-    def side(v: int) -> int:
-        return max(multiple, int(round(v * scale / multiple)) * multiple)
-
-    return side(width), side(height)
-
-
-def _to_uint8(y: np.ndarray) -> np.ndarray:
-    """A float image in [0, 1] as rounded uint8 (a uint8 image is returned as it is)."""
-    return y if y.dtype == np.uint8 else (y * 255.0 + 0.5).astype(np.uint8)
-
-
-def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """High-quality resize of an (H, W, C) uint8 array to (width, height)."""
-    if (rgb.shape[1], rgb.shape[0]) == tuple(size):
-        return rgb
-    mode = "RGB" if rgb.ndim == 3 else "L"
-    img = Image.fromarray(rgb, mode).resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return np.asarray(img)
-
-
 class Stylizer:
     """Turns photos into anime-style pictures with one style; keeps its session warm.
 
@@ -143,58 +117,102 @@ class Stylizer:
         threads: int | None = None,
         models_dir: str | Path | None = None,
         store: ModelStore | None = None,
-        backend: str = "onnxruntime",
-        precision: str = "fp32",
+        backend: str = DEFAULT_BACKEND,
+        precision: str = DEFAULT_PRECISION,
         auto_pull: bool = True,
-        max_pixels: int = imageio.DEFAULT_MAX_PIXELS,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
         notice: Callable[[str], None] | None = None,
         faces: str | None = None,
         face_style: str | None = None,
-        face_size: int = 512,
-        mode: str = "full",
+        face_size: int = DEFAULT_FACE_SIZE,
+        mode: str = DEFAULT_MODE,
         hd_size: int | None = None,
         sessions: int = 1,
         tile: int | str | None = None,
     ):
-        if not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
-            raise AnimeliteError(f"size must be a whole number of pixels from {MIN_SIZE} to {MAX_SIZE}, got {size!r}")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise AnimeliteError(f"threads must be a positive whole number, got {threads!r}")
+        # Every option is checked here, the one place that validates them (front ends only parse).
+        if not isinstance(style, (str, Style)) or (isinstance(style, str) and not style.strip()):
+            raise OptionError(f"style must be a style name, got {style!r}")
+        self.size = whole_number("size", size, MIN_SIZE, MAX_SIZE)
+        if threads is not None:
+            whole_number("threads", threads, 1, MAX_THREADS)
+        backend = one_of("backend", backend, BACKENDS)
+        precision = one_of("precision", precision, PRECISIONS)
+        if precision == "bf16" and backend != "openvino":
+            raise OptionError("bf16 runs on the openvino backend only (ONNX Runtime has no bf16 CPU convolutions): "
+                              "use --backend openvino --precision bf16")
+        self.mode = one_of("mode", mode, MODES)
+        if hd_size is not None:
+            if self.mode != "hd":
+                raise OptionError("hd_size (--hd-size) only applies with mode 'hd' (--mode hd)")
+            whole_number("hd_size", hd_size, MIN_SIZE, size)
+        if self.mode == "hd" and size > HD_MAX_SIZE:
+            raise OptionError(f"mode 'hd' works up to size {HD_MAX_SIZE} (its guided filter holds the whole working "
+                              f"image in memory); for size {size} use mode 'full', which runs in tiles")
+        faces = None if faces is None else one_of("faces", faces, FACE_MODES)
+        if face_style is not None and (not isinstance(face_style, str) or not face_style.strip()):
+            raise OptionError(f"face_style must be a style name, got {face_style!r}")
+        face_size = whole_number("face_size", face_size, MIN_FACE_SIZE, MAX_FACE_SIZE)
+        whole_number("sessions", sessions, 1, MAX_SESSIONS)
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+            raise OptionError(f"max_pixels must be a positive whole number, got {max_pixels!r}")
+        self.tile = tiling.check_tile(tile)  # "auto" (None), "off" (0) or a tile side: see animelite.tiling
+
         self.store = store or ModelStore(Path(models_dir) if models_dir else None)
         self.style: Style = self.store.style(style)
         if self.style.kind != "style":
             raise StyleError(f"'{self.style.name}' is a {self.style.kind} model, not a style; "
                              "see `animelite models list` for the styles")
-        if mode not in MODES:
-            raise AnimeliteError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        if hd_size is not None and (not isinstance(hd_size, int) or not MIN_SIZE <= hd_size <= size):
-            raise AnimeliteError(f"hd_size must be a whole number of pixels from {MIN_SIZE} to size ({size}), "
-                                 f"got {hd_size!r}")
-        self.mode = mode
-        self.tile = tiling.check_tile(tile)  # "auto" (None), "off" (0) or a tile side: see animelite.tiling
         self.hd_size = hd_size or max(MIN_SIZE, int(round(size * HD_SCALE)))
-        self.size = size
         self.auto_pull = auto_pull
         self.keep_size = keep_size
         self.max_pixels = max_pixels
-        if auto_pull and not self.store.is_present(self.style):
-            self.store.pull(self.style.name)
-        check_backend(backend, precision)
-        model_path = (self.store.quantized_path(self.style) if precision == "int8"
-                      else self.store.runtime_path(self.style))
-        spec = ModelSpec(path=model_path, layout=self.style.layout,
-                         value_range=self.style.value_range, size_multiple=self.style.size_multiple)
-        if not isinstance(sessions, int) or sessions < 1:
-            raise AnimeliteError(f"sessions must be a positive whole number, got {sessions!r}")
-        self.generator: Generator | GeneratorPool = get_generator(spec, threads, backend, precision, sessions)
-        notice_text = self.store.licence_notice_once(self.style)
+        self.backend, self.precision, self.sessions = backend, precision, sessions
+        self._threads = threads
+        check_backend(backend, precision)  # what this machine lacks (OpenVINO not installed)
+        self.generator: Generator | GeneratorPool = self._open_generator(self.style, notice)
+        # Face-aware pass (animelite.faces): None when faces are off.
+        face_mode = resolve_mode(faces, self.store, face_style)
+        face_generator = None
+        if face_mode != "off" and face_style is not None:
+            face = self.store.style(face_style)
+            if face.name != self.style.name:  # the faces get another style, run like the photo's
+                face_generator = self._open_generator(face, notice)
+        self.face_stage = make_face_stage(face_mode, self.generator, store=self.store, face_generator=face_generator,
+                                          face_size=face_size, notice=notice)
+
+    def _open_generator(self, style: Style, notice: Callable[[str], None] | None) -> Generator | GeneratorPool:
+        """A warm session for *style* with this stylizer's backend, precision, threads and sessions."""
+        if self.auto_pull and not self.store.is_present(style):
+            self.store.pull(style.name)
+        model_path = (self.store.quantized_path(style) if self.precision == "int8"
+                      else self.store.runtime_path(style))
+        spec = ModelSpec(path=model_path, layout=style.layout,
+                         value_range=style.value_range, size_multiple=style.size_multiple)
+        generator = get_generator(spec, self._threads, self.backend, self.precision, self.sessions)
+        notice_text = self.store.licence_notice_once(style)
         if notice_text:
             if notice is None:
-                warnings.warn(notice_text, LicenceNotice, stacklevel=2)
+                warnings.warn(notice_text, LicenceNotice, stacklevel=3)
             else:
                 notice(notice_text)
-        # Face-aware pass (animelite.faces): None when faces are off.
-        self.face_stage = make_face_stage(self, faces, face_style, face_size=face_size, notice=notice)
+        return generator
+
+    def _shared_stats(self) -> tiling.SharedStatsModel | None:
+        """The stats + tile graphs of an AnimeGANv2 style for tiled runs, or None when its norms are out of reach."""
+        style = self.style
+        if style.family != "animeganv2" or not style.needs_conversion:
+            return None
+        return tiling.SharedStatsModel(self.store.runtime_path(style, variant="stats"),
+                                       self.store.runtime_path(style, variant="tile"),
+                                       self.generator.threads, style.value_range,
+                                       backend=self.backend, precision=self.precision)
+
+    def _run_tiled(self, x: np.ndarray, tile: int) -> np.ndarray:
+        # float out when the face stage will paste faces into it
+        return tiling.stylize_tiled(x, tile, generator=self.generator, multiple=self.style.size_multiple,
+                                    shared=self._shared_stats(),
+                                    dtype=np.float32 if self.face_stage is not None else np.uint8)
 
     # -- stages -------------------------------------------------------------
     def stylize(self, image, *, name: str | None = None) -> Result:
@@ -208,16 +226,23 @@ class Stylizer:
         width, height = decoded.width, decoded.height
         with _timed(timings, "preprocess"):
             work = working_size(width, height, self.size, self.style.size_multiple)
-            tile = tiling.tile_size_for(self.tile, work) if self.mode == "full" else None  # huge: tiles, uint8
-            x = resize_rgb(decoded.rgb, work)
-            x = x if tile else x.astype(np.float32) * np.float32(1 / 255)
-            x_run = x
-            if self.mode == "hd":  # the generator runs small; guided upsampling restores the detail
+            if self.mode == "full":
+                tile = tiling.tile_size_for(self.tile, work)  # huge: tiles, uint8 in
+                x = resize_rgb(decoded.rgb, work)
+                x = x if tile else x.astype(np.float32) * np.float32(1 / 255)
+                x_run = x
+            else:  # "hd": the generator runs small (tiled if that is still huge); a guided filter restores detail
+                x = resize_rgb(decoded.rgb, work).astype(np.float32) * np.float32(1 / 255)
                 run_size = working_size(width, height, self.hd_size, self.style.size_multiple)
-                x_run = resize_rgb(decoded.rgb, run_size).astype(np.float32) * np.float32(1 / 255)
+                tile = tiling.tile_size_for(self.tile, run_size)
+                x_run = resize_rgb(decoded.rgb, run_size)
+                x_run = x_run if tile else x_run.astype(np.float32) * np.float32(1 / 255)
         with _timed(timings, "inference"):
-            y = tiling.stylize_tiled(self, x_run, tile) if tile else self.generator.run(x_run)
-        if x_run is not x:
+            y = self._run_tiled(x_run, tile) if tile else self.generator.run(x_run)
+            if self.mode == "hd" and tile:
+                y = y if y.dtype == np.float32 else y.astype(np.float32) * np.float32(1 / 255)
+                x_run = x_run.astype(np.float32) * np.float32(1 / 255)
+        if self.mode == "hd":
             with _timed(timings, "postprocess"):
                 y = guided_upsample(x_run, y, x, radius=HD_RADIUS, eps=HD_EPS)
         face_summary = None

@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import AnimeliteError
+from ..options import DEFAULT_FACE_SIZE, FACE_MODES
 from . import align, blend
 from .detect import (
     INSTALL_HINT,
@@ -40,9 +40,8 @@ from .detect import (
     find_faces,
 )
 
-MODES = ("auto", "off", "portrait")
+MODES = FACE_MODES
 DETECTOR_STYLE = "yunet"  # catalog name of the default detector's model file
-DEFAULT_FACE_SIZE = 512
 DETAIL = 4.0  # a face crop is stylized at up to this many times its size in the output
 MIN_GAIN = 1.5  # ... and skipped (same style) when that would be under this many times
 MIN_CROP = 64
@@ -65,16 +64,19 @@ class FaceSummary:
     mask: np.ndarray | None = None  # (h, w) union of the paste masks, only when the stage keeps masks
 
 
-def resolve_mode(faces: str | None, store) -> str:
-    """The face mode to use. ``None`` (the default) means "auto" when OpenCV is installed and the
-    YuNet model is in the models directory, else "off": detection then costs ~10 ms, and nothing
-    is downloaded or run that the user did not set up."""
+def resolve_mode(faces: str | None, store, face_style: str | None = None) -> str:
+    """The face mode to use, from an already validated ``faces`` setting.
+
+    ``None`` (the default) means "auto" when a ``face_style`` is asked for
+    (asking for a face style asks for faces), or when OpenCV is installed and
+    the YuNet model is in the models directory; else "off": detection then
+    costs ~10 ms, and nothing is downloaded or run that the user did not set up.
+    """
     if faces is None:
+        if face_style is not None:
+            return "auto"
         return "auto" if store.is_present(DETECTOR_STYLE) and cv2_available() else "off"
-    mode = str(faces).strip().lower()
-    if mode not in MODES:
-        raise AnimeliteError(f"faces must be one of {', '.join(MODES)}, got {faces!r}")
-    return mode
+    return faces
 
 
 def _warn(message: str) -> None:
@@ -213,29 +215,19 @@ class FaceStage:
         return out, summary
 
 
-def make_face_stage(stylizer, faces: str | None, face_style: str | None = None, *,
-                    face_size: int = DEFAULT_FACE_SIZE, notice: Callable[[str], None] | None = None
-                    ) -> FaceStage | None:
-    """The :class:`FaceStage` for a Stylizer (None when faces are off).
+def make_face_stage(mode: str, generator, *, store, face_generator=None, face_size: int = DEFAULT_FACE_SIZE,
+                    notice: Callable[[str], None] | None = None) -> FaceStage | None:
+    """The :class:`FaceStage` for a resolved face *mode* (None when it is "off").
 
-    Raises :class:`FacesUnavailable` naming ``pip install animelite[faces]``
-    when faces are asked for explicitly and OpenCV is missing.
+    ``generator`` is the photo's own; ``face_generator`` (another style's, made
+    by the pipeline with the same backend, precision and threads) stylizes the
+    faces instead when given. Raises :class:`FacesUnavailable` naming
+    ``pip install animelite[faces]`` when OpenCV is missing.
     """
-    if faces is None and face_style is not None:
-        faces = "auto"  # asking for a face style asks for faces
-    mode = resolve_mode(faces, stylizer.store)
     if mode == "off":
         return None
     if not cv2_available():
         raise FacesUnavailable(f"faces={mode!r} needs OpenCV, which is not installed: {INSTALL_HINT}")
-    detector = get_detector(stylizer.store, notice) if mode == "auto" else None
-    generator, same = stylizer.generator, True
-    if face_style is not None:
-        face = stylizer.store.style(face_style)
-        if face.name != stylizer.style.name:
-            from ..pipeline import Stylizer
-
-            helper = Stylizer(face.name, size=face_size, store=stylizer.store, threads=stylizer.generator.threads,
-                              auto_pull=stylizer.auto_pull, notice=notice, faces="off")
-            generator, same = helper.generator, False
-    return FaceStage(mode, generator, detector=detector, same_style=same, face_size=face_size)
+    detector = get_detector(store, notice) if mode == "auto" else None
+    return FaceStage(mode, face_generator or generator, detector=detector, same_style=face_generator is None,
+                     face_size=face_size)
