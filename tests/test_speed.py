@@ -206,7 +206,8 @@ def real(tmp_path_factory, shared_models, shared_photos):
     calib = tmp_path_factory.mktemp("calib")
     for p in scenes[::6][:8]:
         shutil.copy(p, calib / p.name)
-    store.quantize("hayao", calib)
+    from animelite.quantize import quantize_style
+    quantize_style(store, "hayao", calib)
     held_out = [p for p in scenes if not (calib / p.name).exists()][3:5]
     fp32 = Stylizer("hayao", size=384, store=store, notice=lambda _m: None)
     refs = [fp32.stylize(p).image for p in held_out]

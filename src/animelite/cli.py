@@ -216,8 +216,10 @@ def cmd_models(args) -> int:
               f"sides a multiple of {style.size_multiple})")
         return EXIT_OK
     if action == "quantize":
+        from .quantize import quantize_style
+
         try:
-            path = store.quantize(args.name, Path(args.calib), count=args.count)
+            path = quantize_style(store, args.name, Path(args.calib), count=args.count)
         except AnimeliteError as exc:
             _err(str(exc))
             return EXIT_FAILED

@@ -22,12 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelError
+from .engine import model_input as _model_input
+from .errors import AnimeliteError, ModelError
+from .imageio import decode_image
+from .imageops import resize_rgb, working_size
+from .options import IMAGE_SUFFIXES
 
 QUANTIZER_VERSION = 1
 CALIBRATION_SIZE = 384
 CALIBRATION_COUNT = 16
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 def calibration_photos(folder: Path, count: int = CALIBRATION_COUNT) -> list[Path]:
@@ -45,18 +48,12 @@ def calibration_photos(folder: Path, count: int = CALIBRATION_COUNT) -> list[Pat
 
 
 def model_input(rgb: np.ndarray, layout: str, value_range=(-1.0, 1.0)) -> np.ndarray:
-    """(H, W, 3) uint8 -> the model's input tensor (batch of one)."""
-    lo, hi = value_range
-    x = rgb.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo)
-    x = x[None]
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2) if layout == "NCHW" else x)
+    """(H, W, 3) uint8 -> the model's input tensor (batch of one); see :func:`animelite.engine.model_input`."""
+    return _model_input(rgb.astype(np.uint8, copy=False), layout, value_range)
 
 
 def calibration_inputs(photos: Sequence[Path], layout: str, multiple: int, size: int = CALIBRATION_SIZE,
                        value_range=(-1.0, 1.0)) -> list[np.ndarray]:
-    from .imageio import decode_image
-    from .pipeline import resize_rgb, working_size
-
     out = []
     for p in photos:
         img = decode_image(p)
@@ -140,3 +137,31 @@ def quantize_model(fp32_path: Path, out_path: Path, inputs: Sequence[np.ndarray]
     finally:
         if folded:
             source.unlink(missing_ok=True)
+
+
+def quantize_style(store, name, calib_dir: str | Path, *, count: int | None = None) -> Path:
+    """Make (or remake) the INT8 QDQ model of style *name* in *store*, calibrated on photos from *calib_dir*.
+
+    Written beside the fp32 runtime model with a sidecar that records the fp32
+    model's checksum and the calibration set, so a changed fp32 model is
+    noticed (:meth:`animelite.store.ModelStore.quantized_path`).
+    """
+    style = store.style(name)
+    fp32 = store.runtime_path(style)
+    photos = calibration_photos(Path(calib_dir), count or CALIBRATION_COUNT)
+    inputs = calibration_inputs(photos, style.layout, style.size_multiple, value_range=style.value_range)
+    out = store.int8_target(style)
+    meta = {"fp32_sha256": store.fp32_sha256(style), "quantizer_version": QUANTIZER_VERSION,
+            "calibration": {"photos": [p.name for p in photos], "sha256": calibration_digest(photos),
+                            "size": CALIBRATION_SIZE}}
+
+    def write(tmp: Path) -> None:
+        try:
+            quantize_model(fp32, tmp, inputs)
+        except AnimeliteError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the ORT quantizer raises assorted errors
+            raise ModelError(f"cannot quantize style '{style.name}': {type(exc).__name__}: {exc}") from exc
+
+    store.install_with_sidecar(write, out, out.with_name(out.name + ".json"), meta)
+    return out

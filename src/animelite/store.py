@@ -483,7 +483,7 @@ class ModelStore:
         """The INT8 model of *style*, made by :meth:`quantize`; a clear error if there is none."""
         style = self.style(style)
         fp32 = self.runtime_path(style)
-        path = self.root / (fp32.stem + ".int8.onnx")  # the root, also for embedded styles
+        path = self.int8_target(style)  # the root, also for embedded styles
         meta = self._read_json(path.with_name(path.name + ".json"))
         if not path.is_file() or meta.get("fp32_sha256") != self._source_sha256(fp32):
             shipped = self._embedded_int8(style)
@@ -500,29 +500,13 @@ class ModelStore:
         """Where an embedded style's shipped INT8 model lives (present or not), or None if it has none."""
         return EMBEDDED_DIR / style.int8_file if style.embedded and style.int8_file else None
 
-    def quantize(self, name: str | Style, calib_dir: str | Path, *, count: int | None = None) -> Path:
-        """Make (or remake) the INT8 QDQ model of *name*, calibrated on photos from *calib_dir*."""
-        from . import quantize as q
+    def int8_target(self, style: str | Style) -> Path:
+        """Where :func:`animelite.quantize.quantize_style` writes *style*'s INT8 model (never inside the package)."""
+        return self.root / (self.runtime_path(style).stem + ".int8.onnx")
 
-        style = self.style(name)
-        fp32 = self.runtime_path(style)
-        photos = q.calibration_photos(Path(calib_dir), count or q.CALIBRATION_COUNT)
-        inputs = q.calibration_inputs(photos, style.layout, style.size_multiple, value_range=style.value_range)
-        out = self.root / (fp32.stem + ".int8.onnx")  # never inside the package (embedded styles)
-        meta = {"fp32_sha256": self._source_sha256(fp32), "quantizer_version": q.QUANTIZER_VERSION,
-                "calibration": {"photos": [p.name for p in photos], "sha256": q.calibration_digest(photos),
-                                "size": q.CALIBRATION_SIZE}}
-
-        def write(tmp: Path) -> None:
-            try:
-                q.quantize_model(fp32, tmp, inputs)
-            except AnimeliteError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the ORT quantizer raises assorted errors
-                raise ModelError(f"cannot quantize style '{style.name}': {type(exc).__name__}: {exc}") from exc
-
-        self._install_with_sidecar(write, out, out.with_name(out.name + ".json"), meta)
-        return out
+    def fp32_sha256(self, style: str | Style) -> str:
+        """SHA-256 of the fp32 runtime model, which an INT8 model's sidecar records."""
+        return self._source_sha256(self.runtime_path(style))
 
     @staticmethod
     def _read_json(path: Path) -> dict:
@@ -555,9 +539,9 @@ class ModelStore:
                 fh.write(data)
                 _finish(fh)
 
-        self._install_with_sidecar(write, runtime, sidecar, meta)
+        self.install_with_sidecar(write, runtime, sidecar, meta)
 
-    def _install_with_sidecar(self, write, runtime: Path, sidecar: Path, meta: dict) -> None:
+    def install_with_sidecar(self, write, runtime: Path, sidecar: Path, meta: dict) -> None:
         """Have ``write(tmp_path)`` produce the model in a temporary file, then move it and its
         sidecar into place; on any failure neither temporary file is left behind."""
         self._ensure_root()
