@@ -165,3 +165,63 @@ def test_licence_notice_shown_once(real_store):
     # the fixture's first use already recorded it, or this is the first: at most one notice
     assert len(notes) <= 1
     assert all("non-commercial" in n.lower() for n in notes)
+
+
+def test_thin_images_are_padded_to_what_the_graph_can_run(store):
+    """Issue 15 #1: a side that rounds down to the size multiple used to crash inside the graph
+    (reflect pads need room); the pipeline pads to the graph's smallest side and crops back."""
+    from animelite.engine import probe_min_side
+
+    s = Stylizer("randv2", size=256, store=store, faces="off")
+    need = probe_min_side(s.generator)
+    assert need > s.style.size_multiple  # the random AnimeGANv2 graph cannot run 4 pixels high
+    for w, h in [(1, 5000), (5000, 1), (6000, 120), (3, 3)]:
+        r = s.stylize(photo_like(w, h, seed=2))
+        assert r.image.shape == (r.working_size[1], r.working_size[0], 3)
+        assert min(r.working_size) < need or (w, h) == (3, 3)
+    tiled = Stylizer("randv2", size=1024, store=store, faces="off", tile=128).stylize(photo_like(5000, 2))
+    assert tiled.image.shape == (4, 1024, 3)
+
+
+def test_stylize_file_refuses_to_overwrite_its_input(store, tmp_path):
+    """Issue 15 #2 (API): stylize_file(src, src, overwrite=True) must not replace the original."""
+    from PIL import Image
+
+    src = tmp_path / "a.png"
+    Image.fromarray(photo_like(64, 48)).save(src)
+    before = src.read_bytes()
+    s = Stylizer("tiny", store=store, size=64, faces="off")
+    for dst in (src, tmp_path / "." / "a.png"):
+        with pytest.raises(AnimeliteError, match="input itself"):
+            s.stylize_file(src, dst, overwrite=True)
+    assert src.read_bytes() == before
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"style": None}, "style must be a style name"),
+    ({"style": ""}, "style must be a style name"),
+    ({"face_size": None}, "face_size must be a whole number"),
+    ({"face_size": "x"}, "face_size must be a whole number"),
+    ({"face_size": 0}, "face_size must be a whole number from 64 to 2048"),
+    ({"face_size": 100000}, "face_size must be a whole number from 64 to 2048"),
+    ({"threads": 1000}, "threads must be a whole number from 1 to 256"),
+    ({"threads": 0}, "threads"),
+    ({"size": True}, "size must be a whole number"),
+    ({"sessions": 0}, "sessions"),
+    ({"faces": "sometimes"}, "faces must be one of auto, off, portrait"),
+    ({"backend": "tensorflow"}, "backend must be one of"),
+    ({"precision": "bf16"}, "bf16 runs on the openvino backend only"),
+    ({"hd_size": 200}, "only applies with mode 'hd'"),
+    ({"mode": "hd", "size": 8192}, "mode 'hd' works up to size 4096"),
+    ({"face_style": 3}, "face_style must be a style name"),
+    ({"max_pixels": 0}, "max_pixels"),
+])
+def test_the_pipeline_validates_every_option(store, kwargs, fragment):
+    """Issue 15 #16: the Python API gets the same checks as the CLI, as OptionError (a ValueError)."""
+    from animelite.options import OptionError
+
+    args = {"style": "tiny", "store": store, **kwargs}
+    with pytest.raises(OptionError, match=fragment):
+        Stylizer(args.pop("style"), **args)
+    with pytest.raises(ValueError):
+        Stylizer(**{"style": "tiny", "store": store, **kwargs})

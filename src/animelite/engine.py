@@ -124,7 +124,8 @@ def ort_session(model: str | Path | bytes, threads: int | None = None, *, source
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3  # errors only: no warnings on stderr for users
+    # fatal only: an error reaches the user once, as our own message (the exception), not as a raw log line
+    opts.log_severity_level = 4
     label = source if source is not None else ("model" if isinstance(model, bytes) else model)
     try:
         return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
@@ -220,6 +221,39 @@ class Generator:
         x = model_input(rgb.astype(np.float32, copy=False), self.spec.layout, self.spec.value_range)
         y = self.session.run({self._in: x}, [self._out])[0]
         return model_output(y, self.spec.layout, self.spec.value_range)
+
+
+#: the largest side :func:`probe_min_side` tries; a model that needs more is left to fail with its own error
+MAX_PROBE_SIDE = 256
+_min_sides: dict[tuple, int] = {}
+
+
+def probe_min_side(generator) -> int:
+    """The smallest side (a multiple of the model's size multiple) the generator's graph can run.
+
+    A generator's graph shrinks the image by its strided convolutions and
+    pads it by reflection: below some side a reflect pad finds fewer pixels
+    than it mirrors (ONNX Runtime: "Pad reflect requires axis length >= 2") or
+    a convolution's window is larger than its input. That bound is a property
+    of the graph that its ops' attributes only partly give (AnimeGANv3 graphs
+    compute their resize targets at run time), so it is measured: the graph
+    runs on grey squares of growing side until one runs (a few milliseconds
+    at these sizes), once per model file, backend and precision.
+    """
+    spec = generator.spec
+    key = (spec.path, spec.layout, generator.backend, generator.precision)
+    side = _min_sides.get(key)
+    if side is None:
+        m = spec.size_multiple
+        side = m
+        while side <= MAX_PROBE_SIDE:
+            try:
+                generator.run(np.full((side, side, 3), 0.5, np.float32))
+                break
+            except Exception:  # noqa: BLE001 - any failure at this side means "too small"
+                side += m
+        _min_sides[key] = side = min(side, MAX_PROBE_SIDE)
+    return side
 
 
 class GeneratorPool:

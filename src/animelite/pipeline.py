@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from . import imageio, tiling
-from .engine import Generator, GeneratorPool, ModelSpec, check_backend, get_generator
+from .engine import Generator, GeneratorPool, ModelSpec, check_backend, get_generator, probe_min_side
 from .errors import StyleError
 from .faces.stage import FaceSummary, make_face_stage, resolve_mode
 from .guided import guided_upsample
@@ -35,6 +35,8 @@ STAGES = ("decode", "preprocess", "inference", "faces", "postprocess", "encode")
 HD_RADIUS, HD_EPS = 1, 1e-3
 HD_GUIDED_MAX_PIXELS = 16_000_000  # above this, --keep-size falls back to a plain resize (memory)
 _to_uint8 = to_uint8
+#: working images with a side under this many pixels are checked against the graph's smallest side
+PROBE_BELOW = 128
 
 __all__ = ["STAGES", "Result", "Stylizer", "stylize", "working_size", "resize_rgb", "LicenceNotice",
            "DEFAULT_SIZE", "MIN_SIZE", "MAX_SIZE", "MODES"]
@@ -208,6 +210,19 @@ class Stylizer:
                                        self.generator.threads, style.value_range,
                                        backend=self.backend, precision=self.precision)
 
+    def _run(self, x: np.ndarray, tile: int | None) -> np.ndarray:
+        """The generator (or the tiler) on the working image *x*, padded first when a side is thinner than
+        the graph can take (a 6000x120 panorama at 512 is 16 pixels high), and cropped back after."""
+        h, w = x.shape[:2]
+        short = min(h, w)
+        need = probe_min_side(self.generator) if short < PROBE_BELOW else 0
+        if short >= need:
+            return self._run_tiled(x, tile) if tile else self.generator.run(x)
+        ph, pw = max(0, need - h), max(0, need - w)
+        padded = np.pad(x, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), mode="edge")
+        y = self._run_tiled(padded, tile) if tile else self.generator.run(padded)
+        return y[ph // 2: ph // 2 + h, pw // 2: pw // 2 + w]
+
     def _run_tiled(self, x: np.ndarray, tile: int) -> np.ndarray:
         # float out when the face stage will paste faces into it
         return tiling.stylize_tiled(x, tile, generator=self.generator, multiple=self.style.size_multiple,
@@ -238,7 +253,7 @@ class Stylizer:
                 x_run = resize_rgb(decoded.rgb, run_size)
                 x_run = x_run if tile else x_run.astype(np.float32) * np.float32(1 / 255)
         with _timed(timings, "inference"):
-            y = self._run_tiled(x_run, tile) if tile else self.generator.run(x_run)
+            y = self._run(x_run, tile)
             if self.mode == "hd" and tile:
                 y = y if y.dtype == np.float32 else y.astype(np.float32) * np.float32(1 / 255)
                 x_run = x_run.astype(np.float32) * np.float32(1 / 255)
@@ -278,12 +293,23 @@ class Stylizer:
                      overwrite: bool = False) -> Result:
         """Read *src*, stylize, and write *dst* atomically (never a half-written file)."""
         dst = Path(dst)
+        if isinstance(src, (str, Path)) and _same_file(Path(src), dst):
+            raise OptionError(f"{dst} is the input itself: writing the result there would destroy the original; "
+                              "choose another output path")
         fmt = fmt or imageio.format_from_path(dst)
         if dst.exists() and not overwrite:
             raise imageio.OutputExistsError(f"{dst} already exists (use overwrite to replace it)")
         result = self.encode(self.stylize(src), fmt, quality)
         imageio.write_file_atomic(result.encoded, dst, overwrite=overwrite)
         return result
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether *a* and *b* name one file (links and relative paths included)."""
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and a.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 _default_stylizers: dict[tuple, Stylizer] = {}

@@ -82,6 +82,8 @@ DEFAULT_OVERLAP = 64
 DEFAULT_MARGIN = 16
 #: Long side of the downscaled stats pass (see scripts/measure_tiling.py --stats-sizes).
 STATS_SIZE = 768
+#: the stats pass pads thinner images to this side (AnimeGANv2 graphs need 8: room to spare)
+STATS_MIN_SIDE = 32
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -306,9 +308,12 @@ def stats_image(rgb_u8: np.ndarray, multiple: int, stats_size: int | None = None
     """The photo downscaled for the stats pass: long side ``stats_size``, sides multiples of ``multiple``."""
     h, w = rgb_u8.shape[:2]
     stats_size = stats_size or STATS_SIZE
-    if max(w, h) <= stats_size:
-        return rgb_u8
-    return resize_rgb(rgb_u8, working_size(w, h, stats_size, multiple))
+    small = rgb_u8 if max(w, h) <= stats_size else resize_rgb(rgb_u8, working_size(w, h, stats_size, multiple))
+    sh, sw = small.shape[:2]
+    if min(sh, sw) < STATS_MIN_SIDE:  # a thin strip: the stats graph needs room for its reflect pads
+        ph, pw = max(0, STATS_MIN_SIDE - sh), max(0, STATS_MIN_SIDE - sw)
+        small = np.pad(small, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), mode="edge")
+    return small
 
 
 def stylize_tiled(rgb_u8: np.ndarray, tile: int, *, generator, multiple: int,
