@@ -105,7 +105,7 @@ def test_stylize_offline_with_no_models_directory(tmp_path, monkeypatch, capsys)
 def test_fidelity_to_the_teacher_on_heldout_photos(tmp_path, shared_models, shared_photos):
     from animelite.engine import Generator, ModelSpec
     from animelite.imageio import decode_image
-    from animelite.metrics import psnr, ssim
+    from animelite.quality import psnr, ssim
     from animelite.pipeline import resize_rgb, working_size
 
     store = ModelStore(tmp_path / "models")

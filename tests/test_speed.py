@@ -14,7 +14,7 @@ from animelite.cli import main
 from animelite.engine import GeneratorPool, ModelSpec, check_backend, cpu_has_bf16, openvino_available
 from animelite.errors import ModelError
 from animelite.guided import box_mean, guided_upsample
-from animelite.metrics import psnr, ssim
+from animelite.quality import psnr, ssim
 from animelite.pipeline import Stylizer
 from animelite.store import ModelStore
 

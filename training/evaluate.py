@@ -7,7 +7,7 @@ FLOPs, size, and one-thread speed against the PyTorch reference of the full teac
 
 Fidelity: each held-out photo (training/heldout.txt) is resized to long side
 --size (sides multiples of 4, as the pipeline does) and run through the teacher
-(Hayao fp32 ONNX) and the student; PSNR and SSIM (animelite.metrics) of the
+(Hayao fp32 ONNX) and the student; PSNR and SSIM (animelite.quality) of the
 student's output against the teacher's. With --int8 the student is also
 quantized (animelite.quantize.quantize_model, calibrated on training photos,
 never held-out ones) and measured the same way.
@@ -57,7 +57,7 @@ def to_u8(x: np.ndarray) -> np.ndarray:
 
 
 def fidelity(teacher, students: dict, photos: list[Path], size: int):
-    from animelite.metrics import psnr, ssim
+    from animelite.quality import psnr, ssim
 
     rows, images = [], []
     for p in photos:

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .options import IMAGE_SUFFIXES
 from .pipeline import STAGES, Stylizer
 from .store import ModelStore
 
 DEFAULT_SIZES = (256, 384, 512, 768, 1024)
 DEFAULT_THREADS = (1, 2)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass
@@ -240,7 +240,7 @@ def run_compare(*, style: str = "hayao", size: int = 512, threads: int = 1, phot
     fidelity against ``style``'s ONNX Runtime fp32 output, i.e. how closely a student follows
     its teacher.
     """
-    from .metrics import psnr, ssim
+    from .quality import psnr, ssim
 
     store = store or ModelStore()
     sources: list = find_photos(photos_dir, count) if photos_dir else synthetic_photos(count or 4)
