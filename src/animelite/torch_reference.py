@@ -3,17 +3,23 @@
 The module layout, and so the state-dict keys, follow the public PyTorch port
 of AnimeGANv2 (``block_a.0.1.weight``, ``block_c.1.layers.1.1.bias``, ...), so
 its published weights load with ``Generator().load_state_dict(...)``. It is a
-reference to check the torch-free converter and ONNX graph against; the
-animelite runtime never imports it (it needs torch, a test-only extra).
+reference to check the torch-free converter and ONNX graph against, and the
+PyTorch row of ``animelite bench --compare``. The runtime never imports it
+(``tests/test_engine.py`` checks that stylizing loads no torch); importing it
+without torch says which extra to install.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+except ImportError as exc:  # a bench/test module: say which extra brings torch
+    raise ImportError("animelite.torch_reference needs PyTorch, a bench/test extra only: "
+                      "pip install 'animelite[torch]' (or torch==2.13.0)") from exc
 
 __all__ = ["ConvNormLReLU", "InvertedResBlock", "Generator", "random_state_dict"]
 
