@@ -289,7 +289,8 @@ def main() -> int:
     print()
     print(f"animelite load test: style {args.style}, working size {args.size}, {results['workers']} worker(s), "
           f"queue {args.queue_size}, photos {args.photo_side} px long side, loopback")
-    print(f"{'concurrency':>11} {'requests':>8} {'ok':>4} {'503':>4} {'errors':>6} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8}")
+    print(f"{'concurrency':>11} {'requests':>8} {'ok':>4} {'503':>4} {'errors':>6} {'req/s':>7} "
+          f"{'p50 ms':>8} {'p95 ms':>8}")
     for r in results["levels"] + [results["burst"]]:
         label = str(r["concurrency"]) + (" (burst)" if r is results["burst"] else "")
         print(f"{label:>11} {r['requests']:>8} {r['ok']:>4} {r['busy_503']:>4} {r['errors']:>6} "

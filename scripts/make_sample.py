@@ -65,7 +65,8 @@ def draw(width: int = 512, height: int = 384, seed: int = 7) -> Image.Image:
         pts = [(0.0, float(height))]
         for i in range(0, width + 8, 4):
             t = i / width
-            y = base - amp * (0.6 * math.sin(freq * t * 6.28 + phase) + 0.3 * math.sin(freq * 2.3 * t * 6.28 + 1.7 * phase)
+            y = base - amp * (0.6 * math.sin(freq * t * 6.28 + phase)
+                              + 0.3 * math.sin(freq * 2.3 * t * 6.28 + 1.7 * phase)
                               + 0.1 * math.sin(freq * 5.1 * t * 6.28))
             pts.append((float(i), y))
         pts.append((float(width), float(height)))
@@ -103,7 +104,7 @@ def draw(width: int = 512, height: int = 384, seed: int = 7) -> Image.Image:
     px.rectangle([hx + 36 * s, hy + 12 * s, hx + 54 * s, hy + 28 * s], fill=(150, 200, 236), outline=(90, 70, 60))
 
     # trees: trunks and round crowns in a few greens
-    for i in range(14):
+    for _ in range(14):
         tx = rng.uniform(0.02, 0.98) * width
         if 0.66 * width < tx < 0.86 * width:
             continue

@@ -119,7 +119,8 @@ def test_page_stylizes_a_photo_end_to_end(browser, models, photo, tmp_path):
         card.wait_for(state="attached")
         assert card.is_checked()
         page.wait_for_function(
-            "() => [...document.querySelectorAll('.style-card .shot img')].every(i => i.complete && i.naturalWidth > 0)")
+            "() => [...document.querySelectorAll('.style-card .shot img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)")
 
         # pick the photo: the page starts at once and shows a progress state
         page.set_input_files("#file", str(photo))

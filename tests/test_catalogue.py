@@ -259,13 +259,16 @@ def _stylizer(ctx, style="tiny", **kw):
                               **kw})
 
 
+def _make_stylizer_with(kw: dict):
+    return lambda ctx: _stylizer(ctx, **kw)
+
+
 def api_case(id_, make, call, status, message="", defect=None, **kw):
     return Case(id_, "api", make, lambda c: api(lambda: call(c)), status, message, defect, **kw)
 
 
 API = [
-    *[api_case(f"api-option-{name}", lambda r: base(r), (lambda kw: lambda c: _stylizer(c, **kw))(kw), OptionError,
-               frag, defect=16)
+    *[api_case(f"api-option-{name}", lambda r: base(r), _make_stylizer_with(kw), OptionError, frag, defect=16)
       for name, kw, frag in [
           ("face-size-none", {"face_size": None}, "face_size"),
           ("face-size-text", {"face_size": "x"}, "face_size"),

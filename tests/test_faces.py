@@ -348,7 +348,8 @@ def test_mtcnn_fallback_when_yunet_is_absent(store, portraits):
 
 def test_separate_face_style(face_store, shared_models, portraits):
     face_store.pull("cute", mirror=shared_models, progress=False)
-    s = Stylizer("tiny", size=256, store=face_store, faces="auto", face_style="cute", face_size=256, notice=lambda m: None)
+    s = Stylizer("tiny", size=256, store=face_store, faces="auto", face_style="cute", face_size=256,
+                 notice=lambda m: None)
     assert s.face_stage.generator is not s.generator and not s.face_stage.same_style
     r = s.stylize(portraits / "biden.jpg")
     assert r.faces.stylized == 1 and r.faces.crop_sizes[0] % 16 == 0 and r.faces.crop_sizes[0] <= 256

@@ -92,7 +92,8 @@ def _face_photo() -> np.ndarray:
 COMMITTABLE = [
     ("lite_fp32", "hayao-lite", {}, lambda: photo_like(200, 150, seed=1)),
     ("lite_int8", "hayao-lite", {"precision": "int8"}, lambda: photo_like(200, 150, seed=1)),
-    ("lite_hd_keep", "hayao-lite", {"mode": "hd", "size": 160, "keep_size": True}, lambda: photo_like(220, 170, seed=2)),
+    ("lite_hd_keep", "hayao-lite", {"mode": "hd", "size": 160, "keep_size": True},
+     lambda: photo_like(220, 170, seed=2)),
     ("lite_tiled", "hayao-lite", {"size": 320, "tile": 128}, lambda: photo_like(330, 250, seed=3)),
     ("lite_portrait", "hayao-lite", {"faces": "portrait", "face_size": 128}, _face_photo),
     ("tiny_keep", "tiny", {"keep_size": True}, lambda: photo_like(150, 120, seed=4)),

@@ -123,7 +123,8 @@ def test_quantize_a_model_with_fp16_weights(tmp_path):
     assert [n.input[0] for n in q.graph.node if n.op_type == "Conv"][0].endswith("DequantizeLinear_Output")
     x = inputs[0]
     a = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    b = ort.InferenceSession(str(tmp_path / "m.int8.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    b = ort.InferenceSession(str(tmp_path / "m.int8.onnx"),
+                             providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     assert 0 < np.abs(a - b).max() < 0.1  # quantized (not a copy), and close
 
 

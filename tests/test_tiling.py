@@ -84,16 +84,16 @@ def test_plan_covers_every_pixel_with_weights_summing_to_one(width, height, tile
     assert count.min() >= 1 and count.max() <= 4  # every pixel covered; at most 2 tiles per axis
     np.testing.assert_allclose(total, 1.0, atol=1e-6)
     for spans in (plan.rows, plan.cols):  # neighbours overlap; next-but-one never do
-        for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
+        for (_a0, a1), (b0, _b1) in zip(spans, spans[1:]):
             assert b0 < a1 and a1 - b0 >= 2 * multiple
-        for (a0, a1), (c0, c1) in zip(spans, spans[2:]):
+        for (_a0, a1), (c0, _c1) in zip(spans, spans[2:]):
             assert a1 <= c0
 
 
 def test_weights_ramp_smoothly_and_margins_are_excluded():
     spans = tiling.axis_spans(1000, 256, 64, 4)
     w = tiling.axis_weights(spans, margin=16)
-    (a0, a1), (b0, b1) = spans[0], spans[1]
+    (a0, a1), (b0, _b1) = spans[0], spans[1]
     left, right = w[0][b0 - a0:], w[1][: a1 - b0]  # the overlap, from both sides
     np.testing.assert_allclose(left + right, 1.0, atol=1e-6)
     assert (right[:16] == 0).all() and (left[-16:] == 0).all()  # a tile's outer 16 px never count

@@ -251,7 +251,8 @@ def test_parameters_and_wrapped_checkpoints(tmp_path: Path) -> None:
     param = Call(Global("torch._utils", "_rebuild_parameter"), contiguous(s, (24,)), True, OrderedDict())
     inner = OrderedDict([("module.conv.weight", param), ("module.conv.bias", tensor(s, 20, (4,), (1,)))])
     for n, wrapped in enumerate(
-        [{"epoch": 12, "state_dict": inner}, {"model": inner, "optimizer": {"lr": 0.1}}, {"model": {"state_dict": inner}}]
+        [{"epoch": 12, "state_dict": inner}, {"model": inner, "optimizer": {"lr": 0.1}},
+         {"model": {"state_dict": inner}}]
     ):
         got = load_torch_state_dict(write_zip(tmp_path / f"m{n}.pt", wrapped, [s]))
         assert list(got) == ["module.conv.weight", "module.conv.bias"]

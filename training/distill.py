@@ -53,7 +53,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-minutes", type=float, default=0, help="stop training early after this long (0: no limit)")
     ap.add_argument("--stop-at", type=int, default=0,
-                    help="stop after this many iterations of the --iters schedule (reproduces a run cut by --max-minutes)")
+                    help="stop after this many iterations of the --iters schedule "
+                         "(reproduces a run cut by --max-minutes)")
     ap.add_argument("--export-only", action="store_true", help="export <out>/ckpt.pt as it is and stop")
     args = ap.parse_args(argv)
     if args.export_only:

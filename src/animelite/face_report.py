@@ -42,7 +42,8 @@ from PIL import Image, ImageDraw
 from .imageio import decode_image
 from .pipeline import Stylizer, resize_rgb
 from .store import ModelStore
-from .faces.detect import EYE_L, EYE_R, Face, FaceDetector, FacesUnavailable, MtcnnDetector, YuNetDetector, find_faces, iou
+from .faces.detect import (EYE_L, EYE_R, Face, FaceDetector, FacesUnavailable, MtcnnDetector, YuNetDetector,
+                           find_faces, iou)
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 GRID_PICKS = ("obama_and_biden", "data_a_4", "biden", "faces_1", "data_a_0")
@@ -288,7 +289,8 @@ def to_markdown(r: dict, photos: Path) -> str:
         "Structure stability: share of the input's faces the judge still finds, and landmark displacement / "
         "inter-ocular distance (NME, over the faces found in both outputs); lower NME is better.",
         "",
-        "| judge | faces in input | kept, plain | kept, faces on | NME plain (mean / median) | NME faces on (mean / median) | faces in both |",
+        "| judge | faces in input | kept, plain | kept, faces on | NME plain (mean / median) "
+        "| NME faces on (mean / median) | faces in both |",
         "|---|---|---|---|---|---|---|",
     ]
     for j, s in r["stability"].items():

@@ -55,7 +55,7 @@ def guided_upsample(photo_low: np.ndarray, stylized_low: np.ndarray, photo_high:
     """
     if photo_low.shape != stylized_low.shape:
         raise ValueError(f"guide {photo_low.shape} and stylized {stylized_low.shape} differ in size")
-    I, p = photo_low.astype(np.float32), stylized_low.astype(np.float32)
+    I, p = photo_low.astype(np.float32), stylized_low.astype(np.float32)  # noqa: E741 - the paper's names
     mean_i = box_mean(I, radius)
     mean_p = box_mean(p, radius)
     cov_ip = box_mean(I * p, radius) - mean_i * mean_p

@@ -125,7 +125,8 @@ register(Style(
     size_multiple=4,
     value_range=(-1.0, 1.0),
     licence=ANIMEGAN_V2_LICENCE,
-    description="Miyazaki/Hayao look: soft painted skies, warm greens (AnimeGANv2, rebuilt from the full-integer TFLite release).",
+    description="Miyazaki/Hayao look: soft painted skies, warm greens (AnimeGANv2, rebuilt from the full-integer "
+                "TFLite release).",
     variant="tf",
     size_bytes=2401840,
     aliases=("miyazaki",),

@@ -83,7 +83,8 @@ def _irb(prefix, cin, cout) -> list[ConvLayer]:
 _DOWN = (0, 0, 1, 1)  # stride-2 convs reflect-pad one row/column at the bottom/right
 BLOCK_A = [_cnl("block_a.0", 3, 32, k=7), _cnl("block_a.1", 32, 64, stride=2, pads=_DOWN), _cnl("block_a.2", 64, 64)]
 BLOCK_B = [_cnl("block_b.0", 64, 128, stride=2, pads=_DOWN), _cnl("block_b.1", 128, 128)]
-IRBS = [_irb("block_c.1", 128, 256), _irb("block_c.2", 256, 256), _irb("block_c.3", 256, 256), _irb("block_c.4", 256, 256)]
+IRBS = [_irb("block_c.1", 128, 256), _irb("block_c.2", 256, 256), _irb("block_c.3", 256, 256),
+        _irb("block_c.4", 256, 256)]
 BLOCK_C_IN, BLOCK_C_OUT = _cnl("block_c.0", 128, 128), _cnl("block_c.5", 256, 128)
 BLOCK_D = [_cnl("block_d.0", 128, 128), _cnl("block_d.1", 128, 128)]
 BLOCK_E = [_cnl("block_e.0", 128, 64), _cnl("block_e.1", 64, 64), _cnl("block_e.2", 64, 32, k=7)]

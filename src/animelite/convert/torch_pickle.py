@@ -28,7 +28,8 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
+from collections.abc import Callable
 
 import numpy as np
 
