@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import numpy as np
@@ -353,3 +354,27 @@ def test_separate_face_style(face_store, shared_models, portraits):
     assert s.face_stage.generator is not s.generator and not s.face_stage.same_style
     r = s.stylize(portraits / "biden.jpg")
     assert r.faces.stylized == 1 and r.faces.crop_sizes[0] % 16 == 0 and r.faces.crop_sizes[0] <= 256
+
+
+def test_face_style_runs_with_the_photo_s_backend_precision_and_sessions(tmp_path):
+    """Issue 14: the face style's generator is made by the pipeline like the photo's own
+    (it used to be a helper Stylizer that ignored backend, precision and sessions)."""
+    pytest.importorskip("cv2")
+    from animelite.quantize import quantize_style
+
+    store = make_store(tmp_path)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(3):
+        Image.fromarray(photo_like(96, 64, seed=i)).save(calib / f"{i}.png")
+    quantize_style(store, "tiny", calib)  # the photo's style has INT8; the face style does not
+    s = Stylizer("tiny", size=128, store=store, faces="portrait", face_style="randv2", sessions=2, threads=1)
+    face_gen = s.face_stage.generator
+    assert face_gen is not s.generator and face_gen.spec.path.name == "randv2.onnx"
+    assert (face_gen.size, face_gen.threads, face_gen.backend) == (2, 1, "onnxruntime")
+    assert not s.face_stage.same_style
+    if importlib.util.find_spec("openvino") is not None:
+        ov = Stylizer("tiny", size=128, store=store, faces="portrait", face_style="randv2", backend="openvino")
+        assert ov.face_stage.generator.backend == "openvino"
+    with pytest.raises(Exception, match="models quantize randv2"):  # int8 asked: the face style needs one too
+        Stylizer("tiny", size=128, store=store, faces="portrait", face_style="randv2", precision="int8")

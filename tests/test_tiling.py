@@ -339,3 +339,19 @@ def test_hayao_no_seams(hayao, shared_photos):
           f"(one full-frame run, same places: ratio {content['ratio']:.3f})")
     assert seams["ratio"] <= content["ratio"] + 0.02
     assert seams["across_borders"] <= seams["inside_tiles"] * 1.15
+
+
+def test_tiles_run_on_the_stylizer_s_backend(v2_store):
+    """Issue 14: the shared-statistics tiles used to run on ONNX Runtime fp32 whatever was asked."""
+    pytest.importorskip("openvino")
+    img = photo_like(360, 260, seed=4)
+    ort_run = Stylizer("randpt", store=v2_store, size=360, faces="off", tile=128, threads=1)
+    ov_run = Stylizer("randpt", store=v2_store, size=360, faces="off", tile=128, threads=1, backend="openvino")
+    assert ov_run._shared_stats().backend == "openvino"
+    a, b = ort_run.stylize(img).image, ov_run.stylize(img).image
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 3  # the same picture, from another runtime
+
+
+def test_int8_is_refused_for_shared_statistics_tiles_with_a_reason():
+    with pytest.raises(ModelError, match="INT8 cannot run tiled.*--precision fp32"):
+        tiling.SharedStatsModel(Path("s.onnx"), Path("t.onnx"), threads=1, precision="int8")
