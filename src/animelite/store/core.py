@@ -56,13 +56,17 @@ class ModelStore(ConvertedModels):
         Returns :meth:`runtime_path` (the ONNX file the engine runs). Nothing is
         fetched when the file is already present and passes its checksum, unless
         *force*. The new file goes to a temporary file first and replaces the
-        old one only after its checksum matched.
+        old one only after its checksum matched. *force* also converts again
+        (the plain graph and any tiled graphs already cached); a style added
+        from a local file, with no URL and no *mirror*, is converted again from
+        its verified file.
         """
         style = self.style(name)
         dest = self.source_path(style)
         if style.embedded:  # nothing to fetch: the file ships with the package
             return self.runtime_path(style)
-        if force or not self._verified(style, dest):
+        verified = self._verified(style, dest)
+        if force or not verified:
             if mirror is not None:
                 src = Path(mirror).expanduser() / style.file
                 if not src.is_file():
@@ -70,16 +74,18 @@ class ModelStore(ConvertedModels):
                         f"the mirror has no {style.file} for style '{style.name}': {src} does not exist"
                     )
                 self._fetch(style, str(src), lambda out: copy_into(src, out), dest)
-            else:
-                if not style.url:
-                    raise ModelError(self._missing_message(style) if not dest.is_file() else (
-                        f"the model file for style '{style.name}' ({dest}) does not match its checksum "
-                        f"and the style has no download URL; add it again with "
-                        f"`animelite models add FILE --name {style.name} --replace`"
-                    ))
+            elif style.url:
                 self._fetch(style, style.url,
                             lambda out: download_into(style, out, progress=progress, hint=self._manual_hint(style)),
                             dest)
+            elif not verified:
+                raise ModelError(self._missing_message(style) if not dest.is_file() else (
+                    f"the model file for style '{style.name}' ({dest}) does not match its checksum "
+                    f"and the style has no download URL; add it again with "
+                    f"`animelite models add FILE --name {style.name} --replace`"
+                ))
+        if force:
+            self._reconvert(style)
         return self.runtime_path(style)
 
     def _fetch(self, style: Style, origin: str, fill, dest: Path) -> None:
@@ -239,7 +245,13 @@ class ModelStore(ConvertedModels):
     # ----------------------------------------------------------- verify, list
 
     def verify(self, names: Iterable[str] | None = None) -> list[tuple[str, str]]:
-        """(name, status) per style: "ok", "missing" or "checksum mismatch: expected … got …"."""
+        """(name, status) per style: "ok", "missing", or what is wrong, "; "-separated.
+
+        Checks the published (or added) file against its checksum, an embedded
+        style's shipped INT8 model, the converted files against the digests
+        their sidecars recorded, and the user's INT8 model likewise; a damaged
+        file is named with the command that fixes it. Nothing is repaired here.
+        """
         chosen = self.styles() if names is None else [self.style(n) for n in names]
         result: list[tuple[str, str]] = []
         for style in chosen:
@@ -260,6 +272,10 @@ class ModelStore(ConvertedModels):
                 if not same_checksum(actual, expected):
                     problems.append(f"checksum mismatch{'' if file == path else f' ({file.name})'}: "
                                     f"expected {expected} got {actual}")
+            problems += self._converted_problems(style)
+            int8 = self._int8_problem(style)
+            if int8:
+                problems.append(int8)
             result.append((style.name, "; ".join(problems) or "ok"))
         return result
 

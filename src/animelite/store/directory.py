@@ -4,7 +4,7 @@ Layout of the directory (``ANIMELITE_MODELS``, else the per-user cache dir)::
 
     <root>/<style.file>               published weights, as downloaded or added
     <root>/<style.runtime_file>       ONNX converted from a .tflite/.pt source
-    <root>/<style.runtime_file>.json  sidecar: source sha256 + converter version
+    <root>/<style.runtime_file>.json  sidecar: source sha256, converter version, the file's own sha256
     <root>/<name>.int8.onnx(.json)    INT8 model made by ``models quantize``, and its sidecar
     <root>/user_styles.json           styles added with ``animelite models add``
     <root>/.notices/<name>            licence notice already shown for <name>
@@ -149,3 +149,12 @@ class ModelsDirectory:
             f"or put it at {self.source_path(style)}, "
             f"or `animelite models pull {style.name} --from DIR` (DIR holding {style.file})"
         )
+
+    def _refetch_hint(self, style: Style) -> str:
+        """The command that replaces a damaged file of *style* with a good one (and converts it again)."""
+        if style.embedded:
+            return "reinstall animelite (pip install --force-reinstall animelite)"
+        if style.url:
+            return f"run `animelite models pull {style.name} --force`"
+        return (f"run `animelite models add FILE --name {style.name} --replace` with the original file, "
+                f"or `animelite models pull {style.name} --force --from DIR` (DIR holding {style.file})")
