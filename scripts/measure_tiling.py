@@ -41,8 +41,8 @@ def _store(models: Path | None, mirror: Path):
     root = models or Path(tempfile.gettempdir()) / "animelite-tiling" / "models"
     store = ModelStore(root)
     store.pull("hayao", mirror=mirror, progress=False)
-    for variant in ("stats", "tile"):  # convert once here, not inside a measured run
-        store.runtime_path("hayao", variant=variant)
+    for graph in ("stats", "tile"):  # convert once here, not inside a measured run
+        store.runtime_path("hayao", graph=graph)
     return root
 
 

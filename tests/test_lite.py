@@ -57,7 +57,7 @@ def test_verify_names_a_damaged_embedded_int8_model(tmp_path, monkeypatch):
 
     pkg = tmp_path / "pkg"
     shutil.copytree(EMBEDDED_DIR, pkg)
-    monkeypatch.setattr(store_mod, "EMBEDDED_DIR", pkg)
+    monkeypatch.setattr(store_mod.directory, "EMBEDDED_DIR", pkg)
     store = ModelStore(tmp_path / "models")
     assert store.verify(["hayao-lite"]) == [("hayao-lite", "ok")]
     with open(pkg / LITE.int8_file, "r+b") as fh:

@@ -151,7 +151,7 @@ def leftovers(root: Path) -> list[str]:
     """Temporary files the store may have left behind."""
     if not root.exists():
         return []
-    return sorted(p.name for p in root.rglob("*") if p.name.endswith(".part") or p.name.startswith(".tmp"))
+    return sorted(p.name for p in root.rglob("*") if p.name.endswith((".part", ".tmp")) or p.name.startswith(".tmp"))
 
 
 # ------------------------------------------------------------------- fixtures
@@ -667,7 +667,7 @@ def test_runtime_conversion_cached_and_invalidated(root, tmp_path, monkeypatch):
     assert ModelStore(root).runtime_path("tfstyle") == out
     assert len(calls) == 1  # cached
 
-    monkeypatch.setattr(store_mod, "CONVERTER_VERSION", CONVERTER_VERSION + 1)
+    monkeypatch.setattr(store_mod.converted, "CONVERTER_VERSION", CONVERTER_VERSION + 1)
     ModelStore(root).runtime_path("tfstyle")
     assert len(calls) == 2  # converter changed
     assert json.loads((root / "tfstyle.onnx.json").read_text())["converter_version"] == CONVERTER_VERSION + 1

@@ -185,15 +185,15 @@ def test_tiles_match_full_frame_random_weights(tmp_path):
 
 
 def test_store_converts_the_stats_and_tile_graphs_once(v2_store):
-    stats = v2_store.runtime_path("randpt", variant="stats")
-    tile = v2_store.runtime_path("randpt", variant="tile")
+    stats = v2_store.runtime_path("randpt", graph="stats")
+    tile = v2_store.runtime_path("randpt", graph="tile")
     assert stats.name == "randpt.stats.onnx" and tile.name == "randpt.tile.onnx"
     assert json.loads((stats.parent / "randpt.tile.onnx.json").read_text())["graph"] == "tile"
     mtime = tile.stat().st_mtime_ns
-    assert v2_store.runtime_path("randpt", variant="tile") == tile and tile.stat().st_mtime_ns == mtime
+    assert v2_store.runtime_path("randpt", graph="tile") == tile and tile.stat().st_mtime_ns == mtime
     assert v2_store.runtime_path("randpt").name == "randpt.onnx"  # the plain graph is untouched
-    with pytest.raises(ModelError, match="runtime variant"):
-        v2_store.runtime_path("randpt", variant="huge")
+    with pytest.raises(ModelError, match="runtime graph"):
+        v2_store.runtime_path("randpt", graph="huge")
 
 
 def test_onnx_styles_have_no_tile_graph_and_fall_back_to_plain_tiles(tmp_path):
@@ -201,7 +201,7 @@ def test_onnx_styles_have_no_tile_graph_and_fall_back_to_plain_tiles(tmp_path):
 
     store = make_store(tmp_path)
     with pytest.raises(ModelError, match="no tile graph"):
-        store.runtime_path("tiny", variant="tile")
+        store.runtime_path("tiny", graph="tile")
     img = photo_like(520, 400, seed=1)
     full = Stylizer("tiny", store=store, size=520, tile="off").stylize(img).image
     tiled = Stylizer("tiny", store=store, size=520, tile=128).stylize(img).image

@@ -205,8 +205,8 @@ class Stylizer:
         style = self.style
         if style.family != "animeganv2" or not style.needs_conversion:
             return None
-        return tiling.SharedStatsModel(self.store.runtime_path(style, variant="stats"),
-                                       self.store.runtime_path(style, variant="tile"),
+        return tiling.SharedStatsModel(self.store.runtime_path(style, graph="stats"),
+                                       self.store.runtime_path(style, graph="tile"),
                                        self.generator.threads, style.value_range,
                                        backend=self.backend, precision=self.precision)
 
