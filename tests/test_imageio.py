@@ -1,4 +1,4 @@
-"""Tests for animelite.imageio. Every input is generated here with Pillow/numpy."""
+"""Tests for animelite.imageio (decode, encode, atomic writes). Every input is generated here with Pillow/numpy."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, features
 
-from animelite import imageio
+from animelite import atomic, imageio
 from animelite.errors import ImageError
 from animelite.imageio import (
     DEFAULT_MAX_PIXELS,
@@ -819,7 +819,7 @@ def test_write_file_atomic_race_is_refused(tmp_path, monkeypatch):
         Path(dst).write_bytes(b"theirs")
         return real_link(src, dst)
 
-    monkeypatch.setattr(imageio.os, "link", link_after_someone_else_wrote)
+    monkeypatch.setattr(atomic.os, "link", link_after_someone_else_wrote)
     with pytest.raises(OutputExistsError):
         write_file_atomic(b"mine", target)
     assert target.read_bytes() == b"theirs"
@@ -834,7 +834,7 @@ def test_write_file_atomic_failure_keeps_old_file(tmp_path, monkeypatch, broken)
     def boom(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(imageio.os, broken, boom)
+    monkeypatch.setattr(atomic.os, broken, boom)
     with pytest.raises(ImageError, match=rf"{target}: cannot be written \(No space left on device\)"):
         write_file_atomic(b"new", target, overwrite=True)
     assert target.read_bytes() == b"old"
@@ -845,8 +845,8 @@ def test_write_file_atomic_failure_without_target(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(imageio.os, "link", boom)
-    monkeypatch.setattr(imageio.os, "replace", boom)
+    monkeypatch.setattr(atomic.os, "link", boom)
+    monkeypatch.setattr(atomic.os, "replace", boom)
     with pytest.raises(ImageError, match="cannot be written"):
         write_file_atomic(b"new", tmp_path / "out.png")
     assert list(tmp_path.iterdir()) == []
@@ -856,7 +856,7 @@ def test_write_file_atomic_interrupt_cleans_up(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(imageio.os, "replace", interrupted)
+    monkeypatch.setattr(atomic.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_file_atomic(b"new", tmp_path / "out.png", overwrite=True)
     assert list(tmp_path.iterdir()) == []
@@ -876,7 +876,7 @@ def test_save_image(tmp_path, monkeypatch):
     def must_not_encode(*a, **k):
         raise AssertionError("encoded although the target exists")
 
-    monkeypatch.setattr(imageio, "encode_image", must_not_encode)
+    monkeypatch.setattr(imageio.encode, "encode_image", must_not_encode)
     with pytest.raises(OutputExistsError):
         save_image(arr, tmp_path / "sub" / "x.png")
     np.testing.assert_array_equal(decode_image(tmp_path / "sub" / "x.png").rgb, arr)
