@@ -127,3 +127,27 @@ def test_bench_json(env, capsys):
 def test_module_entry_point(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "animelite", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("animelite ")
+
+
+def test_help_states_the_real_tiling_threshold(capsys):
+    from animelite.options import AUTO_TILE_TEXT
+
+    with pytest.raises(SystemExit):
+        main(["stylize", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.count(AUTO_TILE_TEXT) == 2  # --size and --tile
+    assert "1536x1024" not in text and "1.5 MP" not in text
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--precision", "bf16"], "bf16 runs on the openvino backend only"),
+    (["--hd-size", "128"], "only applies with mode 'hd'"),
+    (["--mode", "hd", "--hd-size", "256", "--size", "128"], "--hd-size: hd_size must be a whole number"),
+])
+def test_option_values_refused_by_the_pipeline_are_usage_errors(env, capsys, extra, fragment):
+    store, photos, out = env
+    code = run(store, "stylize", str(photos / "a.jpg"), "-o", str(out), "--style", "tiny", *extra)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert fragment in err and "Traceback" not in err
+    assert not out.exists()
