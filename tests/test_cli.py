@@ -151,3 +151,32 @@ def test_option_values_refused_by_the_pipeline_are_usage_errors(env, capsys, ext
     assert code == 2, err
     assert fragment in err and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_any_exception_for_one_file_is_that_files_failure(env, capsys, monkeypatch, jobs):
+    """Issue 15 #1: an engine error (here an onnxruntime-like one, with colour codes and two lines) or any
+    other exception fails that file only: the rest of the folder is stylized, the summary printed, exit 1."""
+    from animelite.pipeline import Stylizer
+
+    store, photos, out = env
+    real = Stylizer._stylize_decoded
+
+    def flaky(self, decoded, timings):
+        if decoded.name.endswith("a.jpg"):
+            raise RuntimeError("\x1b[1;31m[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Pad reflect requires\n"
+                               "axis length >= 2\x1b[m")
+        if decoded.name.endswith("b.png"):
+            raise ZeroDivisionError("division by zero")
+        return real(self, decoded, timings)
+
+    monkeypatch.setattr(Stylizer, "_stylize_decoded", flaky)
+    code = run(store, "stylize", str(photos), "-o", str(out), "--style", "tiny", "--size", "64", "--jobs", jobs)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Traceback" not in err and "\x1b" not in err
+    assert (f"{photos / 'a.jpg'}: RuntimeError: [ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Pad reflect requires "
+            "axis length >= 2\n") in err
+    assert f"{photos / 'b.png'}: ZeroDivisionError: division by zero\n" in err
+    assert "1 stylized, 0 skipped (output exists; --overwrite to redo), 3 failed" in err  # c.webp done; broken.jpg
+    assert (out / "sub" / "c.webp").exists() and not (out / "a.jpg").exists()

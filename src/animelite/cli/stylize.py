@@ -8,6 +8,7 @@ summary and the batch goes on. Options are checked by the pipeline
 from __future__ import annotations
 
 import glob
+import re
 import sys
 from pathlib import Path
 
@@ -45,6 +46,21 @@ def collect_inputs(paths: list[str]) -> tuple[list[tuple[Path, Path]], list[str]
 def default_format(src: Path) -> str:
     """The output format for *src* in a folder run: the input's own when it is an output format, else png."""
     return format_for_suffix(src.suffix) or "png"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # terminal colour and cursor codes (ONNX Runtime's log lines)
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """*text* on one line: terminal codes removed, whitespace runs collapsed, cut at *limit* characters."""
+    text = " ".join(_ANSI.sub("", text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason for an exception that is not one of ours: its type and its message."""
+    text = one_line(str(exc))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def cmd_stylize(args) -> int:
@@ -114,9 +130,9 @@ def cmd_stylize(args) -> int:
         try:
             return item, stylizer.stylize_file(src, dst, fmt=fmt, quality=args.quality, overwrite=args.overwrite), None
         except AnimeliteError as exc:
-            return item, None, str(exc)
-        except (OSError, ValueError) as exc:  # e.g. a full disk or an unwritable folder
-            return item, None, f"{type(exc).__name__}: {exc}"
+            return item, None, one_line(str(exc))
+        except Exception as exc:  # noqa: BLE001 - anything one file raises (a full disk, an onnxruntime
+            return item, None, describe(exc)  # error, a bug) is that file's failure: the batch goes on
 
     show = not args.quiet and sys.stderr.isatty()
     bar = tqdm(total=len(todo), unit="img", disable=not show, file=sys.stderr)
