@@ -180,3 +180,18 @@ def test_any_exception_for_one_file_is_that_files_failure(env, capsys, monkeypat
     assert f"{photos / 'b.png'}: ZeroDivisionError: division by zero\n" in err
     assert "1 stylized, 0 skipped (output exists; --overwrite to redo), 3 failed" in err  # c.webp done; broken.jpg
     assert (out / "sub" / "c.webp").exists() and not (out / "a.jpg").exists()
+
+
+def test_an_existing_path_is_taken_literally_before_glob_expansion(env, capsys):
+    """Issue 15 #8: "photo [1].jpg" was globbed (as "photo 1.jpg") and reported as no such file."""
+    store, photos, out = env
+    literal = photos / "[ab].jpg"  # also a glob matching a.jpg: the existing file wins
+    Image.fromarray(photo_like(64, 48, 5)).save(literal)
+    Image.fromarray(photo_like(64, 48, 6)).save(photos / "photo [1].jpg")
+    code = run(store, "stylize", str(literal), str(photos / "photo [1].jpg"), "-o", str(out), "--style", "tiny",
+               "--size", "64")
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["[ab].jpg", "photo [1].jpg"]
+    # a pattern that is not a file name is still a glob
+    assert run(store, "stylize", str(photos / "[ab].png"), "-o", str(out / "g"), "--style", "tiny") == 0
+    assert [p.name for p in (out / "g").iterdir()] == ["b.png"]

@@ -7,40 +7,14 @@ summary and the batch goes on. Options are checked by the pipeline
 
 from __future__ import annotations
 
-import glob
 import re
 import sys
 from pathlib import Path
 
 from ..errors import AnimeliteError
-from ..options import FORMAT_EXTENSIONS, IMAGE_SUFFIXES, OptionError, canonical_format, format_for_suffix
+from ..options import FORMAT_EXTENSIONS, OptionError, canonical_format, format_for_suffix
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, option_message, store_for
-
-
-def collect_inputs(paths: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """(file, path relative to its root) for every input; and the arguments that matched nothing."""
-    found: list[tuple[Path, Path]] = []
-    missing: list[str] = []
-    for arg in paths:
-        matches = [Path(m) for m in sorted(glob.glob(arg, recursive=True))] if glob.has_magic(arg) else [Path(arg)]
-        matches = [m for m in matches if m.exists()]
-        if not matches:
-            missing.append(arg)
-            continue
-        for m in matches:
-            if m.is_dir():
-                for f in sorted(m.rglob("*")):
-                    if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
-                        found.append((f, f.relative_to(m)))
-            else:
-                found.append((m, Path(m.name)))
-    seen, unique = set(), []
-    for f, rel in found:
-        key = f.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append((f, rel))
-    return unique, missing
+from .files import collect_inputs
 
 
 def default_format(src: Path) -> str:
@@ -68,7 +42,8 @@ def cmd_stylize(args) -> int:
 
     from ..pipeline import Stylizer
 
-    inputs, missing = collect_inputs(args.paths)
+    found = collect_inputs(args.paths)
+    inputs, missing = found.files, found.missing
     for arg in missing:
         err(f"{arg}: no such file, folder or matching glob")
     if not inputs:
