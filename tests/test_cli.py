@@ -195,3 +195,25 @@ def test_an_existing_path_is_taken_literally_before_glob_expansion(env, capsys):
     # a pattern that is not a file name is still a glob
     assert run(store, "stylize", str(photos / "[ab].png"), "-o", str(out / "g"), "--style", "tiny") == 0
     assert [p.name for p in (out / "g").iterdir()] == ["b.png"]
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_read_again(env, capsys):
+    """Issue 15 #6: each re-run stylized the previous outputs (anime/anime/...)."""
+    store, photos, _ = env
+    (photos / "sub" / "broken.jpg").unlink()
+    out = photos / "anime"
+    for _ in range(2):
+        assert run(store, "stylize", str(photos), "-o", str(out), "--style", "tiny", "--size", "64") == 0
+    assert "0 stylized, 3 skipped" in capsys.readouterr().err
+    assert not (out / "anime").exists()
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == ["a.jpg", "b.png",
+                                                                                      "sub/c.webp"]
+    # the same through a glob from above, and through another spelling of the output folder
+    assert run(store, "stylize", str(photos / "**" / "*.png"), "-o", str(photos / "sub" / ".." / "anime"),
+               "--style", "tiny", "--overwrite") == 0
+    assert "1 stylized, 0 skipped" in capsys.readouterr().err
+    # a single output file inside the input folder is not an input of the next run either
+    one = photos / "sub"  # holds c.webp only
+    for _ in range(2):
+        assert run(store, "stylize", str(one), "-o", str(one / "only-anime.png"), "--style", "tiny") == 0
+    assert "0 stylized, 1 skipped" in capsys.readouterr().err

@@ -31,19 +31,26 @@ def expand(arg: str) -> list[Path]:
     return []
 
 
-def collect_inputs(paths: list[str]) -> Inputs:
-    """Every input file the arguments name, each once, in argument order (folders sorted, recursive)."""
+def collect_inputs(paths: list[str], output: str | os.PathLike[str] | None = None) -> Inputs:
+    """Every input file the arguments name, each once, in argument order (folders sorted, recursive).
+
+    *output* (the ``-o`` path) is left out of folder walks and glob matches
+    that reach it from outside, so an output folder inside an input folder is
+    not stylized again on the next run (``anime/anime/...``).
+    """
     found = Inputs()
+    skip = _stat_or_none(output) if output is not None else None
     for arg in paths:
         matches = expand(arg)
         if not matches:
             found.missing.append(arg)
             continue
+        if skip is not None and not os.path.exists(arg):  # a glob: leave out what it found in the output
+            root = _glob_root(arg)
+            matches = [m for m in matches if not _within_output(m, root, skip)]
         for m in matches:
             if m.is_dir():
-                for f in sorted(m.rglob("*")):
-                    if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
-                        found.files.append((f, f.relative_to(m)))
+                found.files.extend(_walk(m, skip))
             else:
                 found.files.append((m, Path(m.name)))
     seen, unique = set(), []
@@ -54,3 +61,52 @@ def collect_inputs(paths: list[str]) -> Inputs:
             unique.append((f, rel))
     found.files = unique
     return found
+
+
+def _walk(root: Path, skip: os.stat_result | None) -> list[tuple[Path, Path]]:
+    """The image files under *root*, sorted by their path relative to it, without the output's subtree."""
+    files = []
+    for folder, dirs, names in os.walk(root):
+        here = Path(folder)
+        dirs[:] = [d for d in dirs if not _is_output(here / d, skip)]
+        for name in names:
+            f = here / name
+            if (f.suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".") and f.is_file()
+                    and not _is_output(f, skip)):
+                files.append((f, f.relative_to(root)))
+    return sorted(files, key=lambda item: item[1].parts)
+
+
+def _glob_root(pattern: str) -> Path:
+    """The fixed folder a glob searches from: its leading components without wildcards."""
+    fixed = []
+    for part in Path(pattern).parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path()
+
+
+def _within_output(match: Path, root: Path, skip: os.stat_result) -> bool:
+    """Whether *match* is the output or lies inside it, looking only below the glob's fixed *root*."""
+    p = match
+    while len(p.parts) > len(root.parts):
+        if _is_output(p, skip):
+            return True
+        p = p.parent
+    return False
+
+
+def _stat_or_none(path: str | os.PathLike[str]) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _is_output(path: Path, skip: os.stat_result | None) -> bool:
+    """Whether *path* is the output (the same file or folder, however it is spelled)."""
+    if skip is None:
+        return False
+    st = _stat_or_none(path)
+    return st is not None and os.path.samestat(st, skip)

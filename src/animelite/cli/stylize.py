@@ -42,7 +42,7 @@ def cmd_stylize(args) -> int:
 
     from ..pipeline import Stylizer
 
-    found = collect_inputs(args.paths)
+    found = collect_inputs(args.paths, output=args.output)
     inputs, missing = found.files, found.missing
     for arg in missing:
         err(f"{arg}: no such file, folder or matching glob")
