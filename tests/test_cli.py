@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -217,3 +218,43 @@ def test_an_output_folder_inside_the_input_folder_is_not_read_again(env, capsys)
     for _ in range(2):
         assert run(store, "stylize", str(one), "-o", str(one / "only-anime.png"), "--style", "tiny") == 0
     assert "0 stylized, 1 skipped" in capsys.readouterr().err
+
+
+def _deny_listing(monkeypatch, folder):
+    """Make *folder* unlistable, as chmod 000 does for a user who is not root (the suite may run as root)."""
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.path.realpath(path) == os.path.realpath(folder):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_an_unreadable_sub_folder_is_reported_as_failed(env, capsys, monkeypatch):
+    """Issue 15 #17: the images of a folder that cannot be listed were skipped without a word."""
+    store, photos, out = env
+    (photos / "sub" / "broken.jpg").unlink()
+    _deny_listing(monkeypatch, photos / "sub")
+    code = run(store, "stylize", str(photos), "-o", str(out), "--style", "tiny", "--size", "64")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"{photos / 'sub'}: cannot read this folder (Permission denied)" in err
+    assert "2 stylized, 0 skipped (output exists; --overwrite to redo), 1 failed" in err
+    # an unreadable input folder with nothing else to do: reported, exit 1
+    _deny_listing(monkeypatch, photos)
+    assert run(store, "stylize", str(photos), "-o", str(out), "--style", "tiny") == 1
+    err = capsys.readouterr().err
+    assert f"{photos}: cannot read this folder (Permission denied)" in err and "no input images found" in err
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads every folder")
+def test_an_unreadable_sub_folder_for_real(env, capsys):
+    store, photos, out = env
+    (photos / "sub").chmod(0)
+    try:
+        assert run(store, "stylize", str(photos), "-o", str(out), "--style", "tiny", "--size", "64") == 1
+    finally:
+        (photos / "sub").chmod(0o755)
+    assert "cannot read this folder" in capsys.readouterr().err

@@ -15,10 +15,12 @@ from ..options import IMAGE_SUFFIXES
 
 @dataclass
 class Inputs:
-    """What the arguments named: ``files`` as (file, path relative to its root), arguments that matched nothing."""
+    """What the arguments named: ``files`` as (file, path relative to its root), arguments that matched
+    nothing, and folders that could not be read (their files are neither stylized nor silently skipped)."""
 
     files: list[tuple[Path, Path]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)  #: folders a walk could not list, and why
 
 
 def expand(arg: str) -> list[Path]:
@@ -50,7 +52,7 @@ def collect_inputs(paths: list[str], output: str | os.PathLike[str] | None = Non
             matches = [m for m in matches if not _within_output(m, root, skip)]
         for m in matches:
             if m.is_dir():
-                found.files.extend(_walk(m, skip))
+                found.files.extend(_walk(m, skip, found.unreadable))
             else:
                 found.files.append((m, Path(m.name)))
     seen, unique = set(), []
@@ -63,10 +65,15 @@ def collect_inputs(paths: list[str], output: str | os.PathLike[str] | None = Non
     return found
 
 
-def _walk(root: Path, skip: os.stat_result | None) -> list[tuple[Path, Path]]:
-    """The image files under *root*, sorted by their path relative to it, without the output's subtree."""
+def _walk(root: Path, skip: os.stat_result | None, unreadable: list[tuple[Path, str]]) -> list[tuple[Path, Path]]:
+    """The image files under *root*, sorted by their path relative to it, without the output's subtree;
+    folders that cannot be listed are added to *unreadable*."""
+
+    def cannot_list(exc: OSError) -> None:
+        unreadable.append((Path(exc.filename) if exc.filename else root, exc.strerror or str(exc)))
+
     files = []
-    for folder, dirs, names in os.walk(root):
+    for folder, dirs, names in os.walk(root, onerror=cannot_list):
         here = Path(folder)
         dirs[:] = [d for d in dirs if not _is_output(here / d, skip)]
         for name in names:

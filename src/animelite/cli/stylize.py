@@ -46,7 +46,12 @@ def cmd_stylize(args) -> int:
     inputs, missing = found.files, found.missing
     for arg in missing:
         err(f"{arg}: no such file, folder or matching glob")
+    # a folder that cannot be listed is a failure, not a silent gap in the batch
+    unreadable = [(folder, f"cannot read this folder ({why}); the images in it were not stylized")
+                  for folder, why in found.unreadable]
     if not inputs:
+        for folder, why in unreadable:
+            err(f"{folder}: {why}")
         err("no input images found")
         return EXIT_FAILED
     out = Path(args.output)
@@ -78,7 +83,7 @@ def cmd_stylize(args) -> int:
 
     plan: list[tuple[Path, Path, str]] = []
     claimed: dict[Path, Path] = {}
-    failed: list[tuple[Path, str]] = []
+    failed: list[tuple[Path, str]] = list(unreadable)
     for src, rel in inputs:
         fmt = canonical_format(args.format) if args.format else (
             format_for_suffix(out.suffix) if single_file_out else default_format(src))
