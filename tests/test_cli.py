@@ -258,3 +258,48 @@ def test_an_unreadable_sub_folder_for_real(env, capsys):
     finally:
         (photos / "sub").chmod(0o755)
     assert "cannot read this folder" in capsys.readouterr().err
+
+
+def _digests(folder):
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_never_replaces_an_input_of_the_run(tmp_path, capsys):
+    """Issue 15 #2: a.jpg's output a.png was written over the input a.png, with --overwrite."""
+    store = make_store(tmp_path)
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    Image.fromarray(photo_like(64, 48, 1)).save(folder / "a.jpg")
+    Image.fromarray(photo_like(64, 48, 2)).save(folder / "b.jpg")
+    Image.fromarray(photo_like(48, 64, 3)).save(folder / "a.png")  # a different picture
+    before = _digests(folder)
+    code = run(store, "stylize", str(folder), "-o", str(folder), "--style", "tiny", "--format", "png", "--overwrite")
+    err = capsys.readouterr().err
+    assert code == 1
+    after = _digests(folder)
+    assert {k: after[k] for k in before} == before  # every input intact
+    assert set(after) == set(before) | {"b.png"}
+    assert f"{folder / 'a.jpg'}: output {folder / 'a.png'} would overwrite the input {folder / 'a.png'} of this run" \
+        in err
+    assert f"output {folder / 'a.png'} would overwrite the input\n" in err
+    assert "1 stylized, 0 skipped (output exists; --overwrite to redo), 2 failed" in err
+
+
+def test_an_output_that_is_another_name_of_an_input_is_refused(env, capsys):
+    """Another spelling or a hard link of an input (as a case-insensitive disk would make) is that input."""
+    store, photos, out = env
+    out.mkdir()
+    os.link(photos / "b.png", out / "b.png")
+    before = (photos / "b.png").read_bytes()
+    code = run(store, "stylize", str(photos / "a.jpg"), str(photos / "b.png"), "-o", str(out), "--style", "tiny",
+               "--overwrite")
+    assert code == 1 and "would overwrite the input" in capsys.readouterr().err
+    assert (photos / "b.png").read_bytes() == before and (out / "a.jpg").exists()
+    # the output folder given as a path through the input folder
+    code = run(store, "stylize", str(photos / "a.jpg"), str(photos / "b.png"), "-o", str(photos / "sub" / ".."),
+               "--style", "tiny", "--overwrite")
+    assert code == 1 and capsys.readouterr().err.count("would overwrite the input") == 2
+    assert (photos / "b.png").read_bytes() == before

@@ -12,14 +12,10 @@ import sys
 from pathlib import Path
 
 from ..errors import AnimeliteError
-from ..options import FORMAT_EXTENSIONS, OptionError, canonical_format, format_for_suffix
+from ..options import OptionError, format_for_suffix
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, option_message, store_for
 from .files import collect_inputs
-
-
-def default_format(src: Path) -> str:
-    """The output format for *src* in a folder run: the input's own when it is an output format, else png."""
-    return format_for_suffix(src.suffix) or "png"
+from .outputs import plan_outputs
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # terminal colour and cursor codes (ONNX Runtime's log lines)
@@ -81,21 +77,9 @@ def cmd_stylize(args) -> int:
         err(str(exc))
         return EXIT_FAILED
 
-    plan: list[tuple[Path, Path, str]] = []
-    claimed: dict[Path, Path] = {}
-    failed: list[tuple[Path, str]] = list(unreadable)
-    for src, rel in inputs:
-        fmt = canonical_format(args.format) if args.format else (
-            format_for_suffix(out.suffix) if single_file_out else default_format(src))
-        dst = out if single_file_out else (out / rel).with_suffix(FORMAT_EXTENSIONS[fmt])
-        if dst.resolve() == src.resolve():
-            failed.append((src, f"output {dst} would overwrite the input"))
-            continue
-        if dst.resolve() in claimed:
-            failed.append((src, f"output {dst} is already the output of {claimed[dst.resolve()]}"))
-            continue
-        claimed[dst.resolve()] = src
-        plan.append((src, dst, fmt))
+    jobs, refused = plan_outputs(inputs, out, single_file_out, args.format)
+    failed: list[tuple[Path, str]] = unreadable + refused
+    plan = [(job.src, job.dst, job.fmt) for job in jobs]
 
     done = skipped = 0
     todo = []
