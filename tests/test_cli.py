@@ -303,3 +303,49 @@ def test_an_output_that_is_another_name_of_an_input_is_refused(env, capsys):
                "--style", "tiny", "--overwrite")
     assert code == 1 and capsys.readouterr().err.count("would overwrite the input") == 2
     assert (photos / "b.png").read_bytes() == before
+
+
+@pytest.mark.parametrize("output, extra, fragment", [
+    ("x.gif", [], ".gif is not an output format"),  # was: a folder x.gif/ made silently
+    ("x.bmp", [], ".bmp is not an output format"),
+    ("x.png", ["--format", "webp"], "--format webp does not match the output name"),  # was: WebP bytes in x.png
+    ("x.jpeg", ["--format", "png"], "--format png does not match the output name"),
+])
+def test_an_output_name_that_cannot_be_right_is_a_usage_error(env, capsys, output, extra, fragment):
+    """Issue 15 #10."""
+    store, photos, out = env
+    code = run(store, "stylize", str(photos / "a.jpg"), "-o", str(out / output), "--style", "tiny", *extra)
+    assert code == 2
+    assert fragment in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_output_names_that_are_fine(env, capsys):
+    store, photos, out = env
+    assert run(store, "stylize", str(photos / "a.jpg"), "-o", str(out / "x.jpeg"), "--format", "jpg",
+               "--style", "tiny") == 0
+    assert Image.open(out / "x.jpeg").format == "JPEG"
+    # a trailing slash makes a folder of any name
+    assert run(store, "stylize", str(photos / "a.jpg"), "-o", str(out / "x.gif") + os.sep, "--style", "tiny") == 0
+    assert (out / "x.gif" / "a.jpg").is_file()
+    # several inputs need a folder: a name like a file is refused, with the way out
+    assert run(store, "stylize", str(photos / "a.jpg"), str(photos / "b.png"), "-o", str(out / "y.png"),
+               "--style", "tiny") == 2
+    assert "there are 2 inputs" in capsys.readouterr().err and not (out / "y.png").exists()
+
+
+def test_an_existing_folder_named_like_a_file_is_reported_not_skipped(env, capsys):
+    """Issue 15 #18: '-o existing_dir.png' said "skipped (output exists)" though nothing was written."""
+    store, photos, out = env
+    (out / "dir.png").mkdir(parents=True)
+    assert run(store, "stylize", str(photos / "a.jpg"), "-o", str(out / "dir.png"), "--style", "tiny") == 2
+    err = capsys.readouterr().err
+    assert "is a folder, but a name ending in .png means a file" in err and "skipped" not in err
+    assert list((out / "dir.png").iterdir()) == []
+    # in a folder run, an output path taken by a folder is a failure, not a skip
+    (out / "run" / "a.jpg").mkdir(parents=True)
+    assert run(store, "stylize", str(photos / "a.jpg"), str(photos / "b.png"), "-o", str(out / "run"),
+               "--style", "tiny", "--overwrite") == 1
+    err = capsys.readouterr().err
+    assert f"output {out / 'run' / 'a.jpg'} is a folder; nothing was written" in err
+    assert "1 stylized, 0 skipped (output exists; --overwrite to redo), 1 failed" in err

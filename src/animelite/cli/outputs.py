@@ -1,7 +1,11 @@
-"""Where a ``stylize`` run writes: each input's output path and format, and the outputs it must refuse.
+"""Where a ``stylize`` run writes: what ``-o`` means, each input's output path and format, what to refuse.
 
-No output may replace an input of the same run (compared by resolved path
-and by file identity, so links and other spellings are caught too), and two
+``-o`` is a file when there is one input and its name ends in an output
+format's suffix (.png, .jpg, .jpeg, .webp), else a folder; a trailing slash
+always makes it a folder. Names that cannot be right (``x.gif``, an existing
+folder named ``x.png``, ``--format webp -o x.png``) are usage errors. No
+output may replace an input of the same run (compared by resolved path and
+by file identity, so links and other spellings are caught too), and two
 inputs may not share an output.
 """
 
@@ -11,7 +15,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..options import FORMAT_EXTENSIONS, canonical_format, format_for_suffix
+from ..options import FORMAT_EXTENSIONS, IMAGE_SUFFIXES, canonical_format, format_for_suffix
+
+#: suffixes of image (and image-like) files: an output named so is meant as a file, never as a folder
+_FILE_LIKE = IMAGE_SUFFIXES | {".gif", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".ico", ".tga", ".svg", ".psd",
+                               ".dng", ".pdf"}
+
+
+class OutputUsageError(ValueError):
+    """``-o`` (with ``--format`` and the number of inputs) cannot be what the user meant: exit status 2."""
 
 
 @dataclass
@@ -19,6 +31,35 @@ class Job:
     src: Path
     dst: Path
     fmt: str  #: canonical output format ("jpeg", "png", "webp")
+
+
+def output_target(arg: str, count: int, fmt: str | None) -> tuple[Path, bool]:
+    """(the output path, whether it is one file) for ``-o`` *arg* with *count* inputs and ``--format`` *fmt*."""
+    out = Path(arg)
+    suffix = out.suffix.lower()
+    named = format_for_suffix(suffix) if suffix else None
+    seps = (os.sep, os.altsep) if os.altsep else (os.sep,)
+    if arg.endswith(seps) or (out.is_dir() and not (named and count == 1)):
+        if out.exists() and not out.is_dir():
+            raise OutputUsageError(f"output {out} exists and is not a folder")
+        return out, False
+    if out.is_dir():  # one input and a folder named like a file
+        raise OutputUsageError(f"output {arg} is a folder, but a name ending in {out.suffix} means a file here; "
+                               f"to write into the folder, end the name with a slash ({arg}{os.sep})")
+    if named:
+        if count > 1:
+            raise OutputUsageError(f"output {arg} names a {out.suffix} file, but there are {count} inputs: give a "
+                                   f"folder (to make a folder of that name, end it with a slash: {arg}{os.sep})")
+        if fmt and canonical_format(fmt) != named:
+            raise OutputUsageError(f"--format {fmt} does not match the output name {arg} ({out.suffix} is "
+                                   f"{named}): drop --format or change the suffix")
+        return out, True
+    if suffix in _FILE_LIKE:
+        raise OutputUsageError(f"output {arg}: {out.suffix} is not an output format; name the file .png, .jpg "
+                               f"or .webp (or end the name with a slash to make a folder of that name)")
+    if out.exists():
+        raise OutputUsageError(f"output {out} exists and is not a folder")
+    return out, False
 
 
 def default_format(src: Path) -> str:

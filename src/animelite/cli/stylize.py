@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from ..errors import AnimeliteError
-from ..options import OptionError, format_for_suffix
+from ..options import OptionError
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, option_message, store_for
 from .files import collect_inputs
-from .outputs import plan_outputs
+from .outputs import OutputUsageError, output_target, plan_outputs
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # terminal colour and cursor codes (ONNX Runtime's log lines)
@@ -50,10 +50,10 @@ def cmd_stylize(args) -> int:
             err(f"{folder}: {why}")
         err("no input images found")
         return EXIT_FAILED
-    out = Path(args.output)
-    single_file_out = len(inputs) == 1 and format_for_suffix(out.suffix) is not None
-    if not single_file_out and out.exists() and not out.is_dir():
-        err(f"output {out} exists and is not a folder")
+    try:
+        out, single_file_out = output_target(args.output, len(inputs), args.format)
+    except OutputUsageError as exc:
+        err(str(exc))
         return EXIT_USAGE
 
     def note(msg: str) -> None:
@@ -84,7 +84,9 @@ def cmd_stylize(args) -> int:
     done = skipped = 0
     todo = []
     for src, dst, fmt in plan:
-        if dst.exists() and not args.overwrite:
+        if dst.is_dir():
+            failed.append((src, f"output {dst} is a folder; nothing was written"))
+        elif dst.exists() and not args.overwrite:
             skipped += 1
         else:
             todo.append((src, dst, fmt))
