@@ -349,3 +349,20 @@ def test_an_existing_folder_named_like_a_file_is_reported_not_skipped(env, capsy
     err = capsys.readouterr().err
     assert f"output {out / 'run' / 'a.jpg'} is a folder; nothing was written" in err
     assert "1 stylized, 0 skipped (output exists; --overwrite to redo), 1 failed" in err
+
+
+def test_a_250_byte_file_name_is_written(env, capsys):
+    """Issue 15 #9: names of 242-255 bytes failed, the temporary name added 14 bytes (animelite.atomic keeps
+    it within 255)."""
+    store, photos, out = env
+    name = "é" * 100 + "n" * 46 + ".jpg"  # 250 bytes in UTF-8
+    assert len(os.fsencode(name)) == 250
+    Image.fromarray(photo_like(64, 48, 7)).save(photos / name)
+    assert run(store, "stylize", str(photos / name), "-o", str(out) + os.sep, "--style", "tiny") == 0, \
+        capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == [name]  # and no temporary file left behind
+    assert Image.open(out / name).format == "JPEG"
+    # and replacing it, where the temporary file sits beside the old one
+    assert run(store, "stylize", str(photos / name), "-o", str(out / name), "--style", "tiny", "--size", "96",
+               "--overwrite") == 0
+    assert [p.name for p in out.iterdir()] == [name]

@@ -880,3 +880,13 @@ def test_save_image(tmp_path, monkeypatch):
     with pytest.raises(OutputExistsError):
         save_image(arr, tmp_path / "sub" / "x.png")
     np.testing.assert_array_equal(decode_image(tmp_path / "sub" / "x.png").rgb, arr)
+
+
+@pytest.mark.parametrize("length", [242, 250, 255])
+def test_write_file_atomic_takes_names_up_to_255_bytes(tmp_path, length):
+    """Issue 15 #9: the temporary name must stay within the file-name limit too."""
+    name = "a" * (length - 4) + ".png"
+    write_file_atomic(b"data", tmp_path / name)
+    write_file_atomic(b"new", tmp_path / name, overwrite=True)
+    assert (tmp_path / name).read_bytes() == b"new"
+    assert _leftovers(tmp_path, {name}) == []
