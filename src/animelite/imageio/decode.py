@@ -4,7 +4,9 @@
 into a :class:`DecodedImage` (``H×W×3`` uint8 RGB plus optional alpha),
 after checking the pixel count from the header, sniffing the real format,
 applying the EXIF orientation and normalising every Pillow mode to 8-bit
-RGB. Encoding and writing files live in :mod:`animelite.imageio.encode`.
+RGB. A JPEG too short for the size its header claims is refused as truncated
+before decoding (:mod:`.bounds`). Encoding and writing files live in
+:mod:`animelite.imageio.encode`.
 
 Every failure is raised as :class:`animelite.errors.ImageError` with a
 message that names the file (``<bytes>``, ``<array>`` or ``<PIL image>``
@@ -25,6 +27,7 @@ from PIL import Image, ImageOps
 
 from ..errors import ImageError
 from ..options import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES  # 50 MP: phone photos pass, bombs do not
+from .bounds import jpeg_too_short
 
 __all__ = ["DEFAULT_MAX_PIXELS", "SUPPORTED_INPUT_FORMATS", "DecodedImage", "PixelLimitError", "decode_image"]
 
@@ -150,9 +153,25 @@ def _decode_stream(
         # The header is parsed, no pixel data has been decoded yet.
         _check_pixels(label, im.width, im.height, max_pixels)
         fmt = "JPEG" if im.format == "MPO" else im.format
+        if fmt == "JPEG":
+            _check_jpeg_length(fp, label)
         return _decode_opened(im, label, fmt, bg, max_pixels, in_place=True)
     finally:
         im.close()
+
+
+def _check_jpeg_length(fp: BinaryIO, label: str) -> None:
+    """Refuse a JPEG too short for the picture its header describes, before decoding it (see :mod:`.bounds`)."""
+    try:
+        short = jpeg_too_short(fp)
+    except (OSError, ValueError, struct.error):
+        return  # an unreadable header is the decoder's to report
+    if short is not None:
+        width, height, size, need = short
+        raise ImageError(
+            f"{label}: JPEG data is truncated: the header says {width}x{height} but the file has {size} bytes, "
+            f"fewer than any complete {width}x{height} JPEG needs (at least {need}); most of the picture is missing"
+        )
 
 
 def _open_lazy(fp: BinaryIO, filename: str, label: str) -> Image.Image:
