@@ -366,3 +366,29 @@ def test_a_250_byte_file_name_is_written(env, capsys):
     assert run(store, "stylize", str(photos / name), "-o", str(out / name), "--style", "tiny", "--size", "96",
                "--overwrite") == 0
     assert [p.name for p in out.iterdir()] == [name]
+
+
+def _jpeg_with_bad_exif(path, seed):
+    """A JPEG whose EXIF has a tag pointing past its end: Pillow warns (UserWarning) while reading it."""
+    import struct
+
+    ifd = (b"II*\x00\x08\x00\x00\x00" + struct.pack("<H", 2) + struct.pack("<HHII", 0x010F, 2, 100, 0x100)
+           + struct.pack("<HHIHH", 0x0112, 3, 1, 1, 0) + b"\x00\x00\x00\x00")
+    Image.fromarray(photo_like(64, 48, seed)).save(path, exif=b"Exif\x00\x00" + ifd)
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_library_warnings_are_one_line_notices_naming_the_file(env, capsys, jobs):
+    """Issue 15 #15: Pillow's EXIF warning came out as two lines with a site-packages path and no file name."""
+    store, photos, out = env
+    (photos / "sub" / "broken.jpg").unlink()
+    _jpeg_with_bad_exif(photos / "x.jpg", 8)
+    _jpeg_with_bad_exif(photos / "sub" / "y.jpg", 9)
+    code = run(store, "stylize", str(photos), "-o", str(out), "--style", "tiny", "--size", "64", "--jobs", jobs)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "warning" in line.lower()]
+    assert sorted(lines) == sorted(f"animelite: warning: {p}: Tag data larger than file. Skipping tag 271"
+                                   for p in (photos / "x.jpg", photos / "sub" / "y.jpg"))
+    assert "site-packages" not in err and "warnings.warn" not in err
+    assert (out / "x.jpg").exists() and (out / "sub" / "y.jpg").exists()

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import AnimeliteError
@@ -33,7 +36,57 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class LibraryWarnings:
+    """Warnings raised while files are stylized (Pillow's "Corrupt EXIF data", ...), each shown once per file
+    as one line, ``animelite: warning: FILE: text``, instead of Python's two lines with a site-packages path.
+
+    Installed once, on the main thread, for the whole batch (``warnings.catch_warnings`` is process-wide);
+    worker threads say which file they are on with :meth:`file`.
+    """
+
+    def __init__(self, say):
+        self.say = say
+        self.local = threading.local()
+        self.seen: set[tuple[str, str]] = set()
+        self.lock = threading.Lock()
+
+    @contextmanager
+    def routed(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", UserWarning)  # per file, not once per line of library code
+            warnings.showwarning = self.show
+            yield
+
+    @contextmanager
+    def file(self, src):
+        self.local.src = src
+        try:
+            yield
+        finally:
+            self.local.src = None
+
+    def show(self, message, category, filename, lineno, file=None, line=None) -> None:
+        src = getattr(self.local, "src", None)
+        text = one_line(str(message))
+        with self.lock:
+            if (str(src), text) in self.seen:
+                return
+            self.seen.add((str(src), text))
+        self.say(f"animelite: warning: {src}: {text}" if src is not None else f"animelite: warning: {text}")
+
+
 def cmd_stylize(args) -> int:
+    from tqdm import tqdm
+
+    def say(line: str) -> None:
+        tqdm.write(line, file=sys.stderr)
+
+    routing = LibraryWarnings(say)
+    with routing.routed():
+        return _stylize(args, routing)
+
+
+def _stylize(args, routing: LibraryWarnings) -> int:
     from tqdm import tqdm
 
     from ..pipeline import Stylizer
@@ -94,7 +147,9 @@ def cmd_stylize(args) -> int:
     def process(item):
         src, dst, fmt = item
         try:
-            return item, stylizer.stylize_file(src, dst, fmt=fmt, quality=args.quality, overwrite=args.overwrite), None
+            with routing.file(src):
+                result = stylizer.stylize_file(src, dst, fmt=fmt, quality=args.quality, overwrite=args.overwrite)
+            return item, result, None
         except AnimeliteError as exc:
             return item, None, one_line(str(exc))
         except Exception as exc:  # noqa: BLE001 - anything one file raises (a full disk, an onnxruntime
