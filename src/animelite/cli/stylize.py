@@ -132,17 +132,15 @@ def _stylize(args, routing: LibraryWarnings) -> int:
 
     jobs, refused = plan_outputs(inputs, out, single_file_out, args.format)
     failed: list[tuple[Path, str]] = unreadable + refused
-    plan = [(job.src, job.dst, job.fmt) for job in jobs]
-
     done = skipped = 0
     todo = []
-    for src, dst, fmt in plan:
-        if dst.is_dir():
-            failed.append((src, f"output {dst} is a folder; nothing was written"))
-        elif dst.exists() and not args.overwrite:
+    for job in jobs:
+        if job.dst.is_dir():
+            failed.append((job.src, f"output {job.dst} is a folder; nothing was written"))
+        elif job.dst.exists() and not args.overwrite:
             skipped += 1
         else:
-            todo.append((src, dst, fmt))
+            todo.append((job.src, job.dst, job.fmt))
 
     def process(item):
         src, dst, fmt = item
