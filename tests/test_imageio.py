@@ -1,4 +1,4 @@
-"""Tests for animelite.imageio. Every input is generated here with Pillow/numpy."""
+"""Tests for animelite.imageio (decode, encode, atomic writes). Every input is generated here with Pillow/numpy."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageCms, features
+from PIL import Image, ImageCms, ImageFile, features
 
-from animelite import imageio
+from animelite import atomic, imageio
 from animelite.errors import ImageError
 from animelite.imageio import (
     DEFAULT_MAX_PIXELS,
@@ -819,7 +819,7 @@ def test_write_file_atomic_race_is_refused(tmp_path, monkeypatch):
         Path(dst).write_bytes(b"theirs")
         return real_link(src, dst)
 
-    monkeypatch.setattr(imageio.os, "link", link_after_someone_else_wrote)
+    monkeypatch.setattr(atomic.os, "link", link_after_someone_else_wrote)
     with pytest.raises(OutputExistsError):
         write_file_atomic(b"mine", target)
     assert target.read_bytes() == b"theirs"
@@ -834,7 +834,7 @@ def test_write_file_atomic_failure_keeps_old_file(tmp_path, monkeypatch, broken)
     def boom(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(imageio.os, broken, boom)
+    monkeypatch.setattr(atomic.os, broken, boom)
     with pytest.raises(ImageError, match=rf"{target}: cannot be written \(No space left on device\)"):
         write_file_atomic(b"new", target, overwrite=True)
     assert target.read_bytes() == b"old"
@@ -845,8 +845,8 @@ def test_write_file_atomic_failure_without_target(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(imageio.os, "link", boom)
-    monkeypatch.setattr(imageio.os, "replace", boom)
+    monkeypatch.setattr(atomic.os, "link", boom)
+    monkeypatch.setattr(atomic.os, "replace", boom)
     with pytest.raises(ImageError, match="cannot be written"):
         write_file_atomic(b"new", tmp_path / "out.png")
     assert list(tmp_path.iterdir()) == []
@@ -856,7 +856,7 @@ def test_write_file_atomic_interrupt_cleans_up(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(imageio.os, "replace", interrupted)
+    monkeypatch.setattr(atomic.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_file_atomic(b"new", tmp_path / "out.png", overwrite=True)
     assert list(tmp_path.iterdir()) == []
@@ -876,7 +876,82 @@ def test_save_image(tmp_path, monkeypatch):
     def must_not_encode(*a, **k):
         raise AssertionError("encoded although the target exists")
 
-    monkeypatch.setattr(imageio, "encode_image", must_not_encode)
+    monkeypatch.setattr(imageio.encode, "encode_image", must_not_encode)
     with pytest.raises(OutputExistsError):
         save_image(arr, tmp_path / "sub" / "x.png")
     np.testing.assert_array_equal(decode_image(tmp_path / "sub" / "x.png").rgb, arr)
+
+
+@pytest.mark.parametrize("length", [242, 250, 255])
+def test_write_file_atomic_takes_names_up_to_255_bytes(tmp_path, length):
+    """Issue 15 #9: the temporary name must stay within the file-name limit too."""
+    name = "a" * (length - 4) + ".png"
+    write_file_atomic(b"data", tmp_path / name)
+    write_file_atomic(b"new", tmp_path / name, overwrite=True)
+    assert (tmp_path / name).read_bytes() == b"new"
+    assert _leftovers(tmp_path, {name}) == []
+
+
+# --------------------------------------------------------------------------- truncated JPEG scan data
+
+
+def _claim_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """*jpeg* with its frame header rewritten to claim width x height (the scan data left as it was)."""
+    data = bytearray(jpeg)
+    for sof in (b"\xff\xc0", b"\xff\xc2"):
+        at = data.find(sof)
+        if at >= 0:
+            struct.pack_into(">HH", data, at + 5, height, width)
+            return bytes(data)
+    raise AssertionError("no frame header")
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_jpeg_too_short_for_its_header_is_refused_before_decoding(tmp_path, monkeypatch, progressive):
+    """Issue 15 #14: 320x213 of real data under a 7000x7000 header decoded to a flat grey picture, after
+    allocating 49 MP. It must be refused as truncated, from the header, without running the decoder."""
+    small = pil_bytes(Image.fromarray(rng_image(213, 320)), "JPEG", quality=90, progressive=progressive)
+    lying = _claim_size(small, 7000, 7000)
+    assert lying.endswith(b"\xff\xd9")  # a complete-looking file: Pillow alone does not complain
+    (tmp_path / "lying.jpg").write_bytes(lying)
+
+    def no_decoding(self, *a, **k):
+        raise AssertionError("decoded a truncated JPEG")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    for source in (tmp_path / "lying.jpg", lying):
+        with pytest.raises(ImageError, match=r"JPEG data is truncated: the header says 7000x7000 but the file has "
+                                             rf"{len(lying)} bytes"):
+            decode_image(source)
+
+
+@pytest.mark.parametrize("mode, size, options", [
+    ("RGB", (2000, 1500), {"quality": 1, "optimize": True}),  # 4:2:0, the smallest coding: ~1% above the bound
+    ("RGB", (2000, 1500), {"quality": 1, "optimize": True, "progressive": True}),
+    ("RGB", (999, 777), {"quality": 1, "optimize": True, "subsampling": 0}),
+    ("RGB", (1001, 13), {"quality": 1, "optimize": True, "subsampling": 1}),
+    ("L", (1600, 1200), {"quality": 1, "optimize": True}),
+    ("CMYK", (640, 480), {"quality": 1, "optimize": True}),
+    ("RGB", (1, 1), {"quality": 1}),
+    ("RGB", (17, 9), {"quality": 95}),
+])
+def test_complete_jpegs_near_the_length_floor_still_decode(mode, size, options):
+    """The floor is exact (2 bits per 8x8 block sequential, 1 progressive): flat pictures, the most
+    compressible JPEGs there are, must still pass."""
+    colour = {"RGB": (128, 128, 128), "L": 128, "CMYK": (0, 0, 0, 0)}[mode]
+    data = pil_bytes(Image.new(mode, size, colour), "JPEG", **options)
+    d = decode_image(data)
+    assert (d.width, d.height) == size
+
+
+def test_the_length_floor_of_jpeg_frames():
+    from animelite.imageio.bounds import jpeg_frame, jpeg_min_bytes
+
+    frame = jpeg_frame(io.BytesIO(pil_bytes(Image.new("RGB", (70, 30)), "JPEG", subsampling=2)))
+    assert frame == (0xC0, 70, 30, [(2, 2), (1, 1), (1, 1)])
+    # luma 9x4 blocks, each chroma plane 35x15 px -> 5x2 blocks: 56 blocks x 2 bits = 14 bytes
+    assert jpeg_min_bytes(frame) == 14
+    assert jpeg_min_bytes((0xC2, 70, 30, [(2, 2), (1, 1), (1, 1)])) == 7
+    assert jpeg_min_bytes((0xC9, 70, 30, [(1, 1)])) is None  # arithmetic coding: no floor known
+    assert jpeg_frame(io.BytesIO(b"\xff\xd8\xff\xda\x00\x02")) is None  # a scan before any frame header
+    assert jpeg_frame(io.BytesIO(b"not a jpeg")) is None

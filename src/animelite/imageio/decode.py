@@ -1,11 +1,12 @@
-"""Decode and encode images robustly.
+"""Decode images robustly: any file, bytes, Pillow image or array to 8-bit RGB (+ alpha).
 
 :func:`decode_image` turns a file, bytes, a Pillow image or a numpy array
 into a :class:`DecodedImage` (``H×W×3`` uint8 RGB plus optional alpha),
 after checking the pixel count from the header, sniffing the real format,
 applying the EXIF orientation and normalising every Pillow mode to 8-bit
-RGB. :func:`encode_image` / :func:`save_image` / :func:`write_file_atomic`
-go the other way and never leave a half-written output behind.
+RGB. A JPEG too short for the size its header claims is refused as truncated
+before decoding (:mod:`.bounds`). Encoding and writing files live in
+:mod:`animelite.imageio.encode`.
 
 Every failure is raised as :class:`animelite.errors.ImageError` with a
 message that names the file (``<bytes>``, ``<array>`` or ``<PIL image>``
@@ -16,51 +17,28 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import ImageError
+from ..errors import ImageError
+from ..options import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES  # 50 MP: phone photos pass, bombs do not
+from .bounds import jpeg_too_short
 
-__all__ = [
-    "DEFAULT_MAX_PIXELS",
-    "SUPPORTED_INPUT_FORMATS",
-    "OUTPUT_FORMATS",
-    "DecodedImage",
-    "OutputExistsError",
-    "PixelLimitError",
-    "decode_image",
-    "encode_image",
-    "format_from_path",
-    "write_file_atomic",
-    "save_image",
-]
-
-#: Largest accepted input, in pixels. 50 MP is enough for 48 MP phone photos
-#: (8064×6048 = 48.8 MP) and refuses decompression bombs well before a decode
-#: could exhaust memory.
-from .options import DEFAULT_MAX_PIXELS  # noqa: E402 - the one definition
+__all__ = ["DEFAULT_MAX_PIXELS", "SUPPORTED_INPUT_FORMATS", "DecodedImage", "PixelLimitError", "decode_image"]
 
 #: Input formats, as Pillow names them. Phones' "MPO" (multi-picture JPEG) is
 #: read as JPEG; GIF is deliberately not supported.
 SUPPORTED_INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
 
-#: Output format names accepted by :func:`encode_image` (case-insensitive).
-OUTPUT_FORMATS = ("png", "jpg", "jpeg", "webp")
-
 # Pillow format names we are willing to run a decoder for.
 _OPENABLE = frozenset(SUPPORTED_INPUT_FORMATS) | {"MPO"}
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
-_OUTPUT_PIL_FORMAT = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
-_SUFFIX_FORMAT = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".webp": "webp"}
 # Exceptions Pillow raises for unreadable, truncated or corrupt data.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
                   KeyError, struct.error, zlib.error)
@@ -95,20 +73,12 @@ class DecodedImage:
         return int(self.rgb.shape[0])
 
 
-class OutputExistsError(ImageError, FileExistsError):
-    """The output file exists and overwriting was not requested."""
-
-
 class PixelLimitError(ImageError):
     """The image has more pixels than ``max_pixels`` (found from the header, before decoding)."""
 
     def __init__(self, message: str, width: int = 0, height: int = 0, max_pixels: int = 0):  # defaults: picklable
         super().__init__(message)
         self.width, self.height, self.max_pixels = width, height, max_pixels
-
-
-# ---------------------------------------------------------------------------
-# decoding
 
 
 def decode_image(
@@ -183,9 +153,25 @@ def _decode_stream(
         # The header is parsed, no pixel data has been decoded yet.
         _check_pixels(label, im.width, im.height, max_pixels)
         fmt = "JPEG" if im.format == "MPO" else im.format
+        if fmt == "JPEG":
+            _check_jpeg_length(fp, label)
         return _decode_opened(im, label, fmt, bg, max_pixels, in_place=True)
     finally:
         im.close()
+
+
+def _check_jpeg_length(fp: BinaryIO, label: str) -> None:
+    """Refuse a JPEG too short for the picture its header describes, before decoding it (see :mod:`.bounds`)."""
+    try:
+        short = jpeg_too_short(fp)
+    except (OSError, ValueError, struct.error):
+        return  # an unreadable header is the decoder's to report
+    if short is not None:
+        width, height, size, need = short
+        raise ImageError(
+            f"{label}: JPEG data is truncated: the header says {width}x{height} but the file has {size} bytes, "
+            f"fewer than any complete {width}x{height} JPEG needs (at least {need}); most of the picture is missing"
+        )
 
 
 def _open_lazy(fp: BinaryIO, filename: str, label: str) -> Image.Image:
@@ -243,7 +229,7 @@ def _accepts(accept: Any, prefix: bytes) -> bool:
         return True
     try:
         verdict = accept(prefix)
-    except Exception:  # a plugin's sniffer choking on odd bytes means "not mine"
+    except Exception:  # noqa: BLE001 - a plugin's sniffer choking on odd bytes means "not mine"
         return False
     # Pillow plugins return a str to mean "looks like mine but unsupported".
     return bool(verdict) and not isinstance(verdict, str)
@@ -284,7 +270,7 @@ def _sniff_other(head: bytes) -> str | None:
 
 def _suffix_hint(label: str) -> str:
     suffix = os.path.splitext(label)[1].lower()
-    if suffix in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"):
+    if suffix in IMAGE_SUFFIXES or suffix == ".gif":
         return f"; the name ends in {suffix} but the content does not match"
     return ""
 
@@ -453,243 +439,3 @@ def _split_alpha(arr: np.ndarray, bg: tuple[int, int, int]) -> tuple[np.ndarray,
     # Max: 255*255 + 127 fits in uint16.
     mixed = rgb.astype(np.uint16) * a + np.asarray(bg, np.uint16) * (255 - a) + 127
     return np.ascontiguousarray((mixed // 255).astype(np.uint8)), alpha
-
-
-# ---------------------------------------------------------------------------
-# encoding and writing
-
-
-def encode_image(
-    img: Any,
-    fmt: str,
-    quality: int = 92,
-    icc_profile: bytes | None = None,
-    *,
-    background: tuple[int, int, int] | None = None,
-) -> bytes:
-    """Encode ``img`` as ``fmt`` (png, jpg, jpeg or webp) and return the bytes.
-
-    ``img`` is a :class:`DecodedImage` (or anything with ``rgb``/``alpha``
-    attributes), an ``(rgb, alpha)`` pair or a bare ``H×W×3`` uint8 array.
-    Alpha is written for PNG and WebP and dropped for JPEG (whose ``rgb`` is
-    already composited). When ``background`` is known (given, or taken from a
-    DecodedImage), semi-transparent pixels are un-composited from it so the
-    edges don't get a halo. ``quality`` (1..100) applies to JPEG and WebP.
-    ``icc_profile`` is embedded when given; when None, ``img.icc_profile``
-    is used if present (pass ``b""`` to embed none).
-    """
-    key = fmt.lower().lstrip(".") if isinstance(fmt, str) else fmt
-    if key not in _OUTPUT_PIL_FORMAT:
-        raise ImageError(f"unknown output format {fmt!r}; choose one of: {', '.join(OUTPUT_FORMATS)}")
-    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-        raise ImageError(f"quality must be an integer from 1 to 100, not {quality!r}")
-
-    rgb, alpha, bg, own_icc = _unpack_for_encoding(img)
-    if background is not None:
-        bg = _check_background(background)
-    icc = own_icc if icc_profile is None else icc_profile
-    pil_format = _OUTPUT_PIL_FORMAT[key]
-
-    if alpha is not None and pil_format != "JPEG":
-        colour = _uncomposite(rgb, alpha, bg) if bg is not None else rgb
-        pil = Image.fromarray(np.dstack([colour, alpha]))
-    else:
-        pil = Image.fromarray(rgb)
-
-    options: dict[str, Any] = {}
-    if pil_format == "JPEG":
-        options.update(quality=quality, optimize=True)
-    elif pil_format == "WEBP":
-        options.update(quality=quality, method=4)
-    if icc:
-        options["icc_profile"] = bytes(icc)
-    buf = io.BytesIO()
-    try:
-        pil.save(buf, pil_format, **options)
-    except (OSError, ValueError) as exc:
-        raise ImageError(f"cannot encode {pil.width}x{pil.height} image as {pil_format}: {exc}") from exc
-    return buf.getvalue()
-
-
-def _unpack_for_encoding(
-    img: Any,
-) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int, int] | None, bytes | None]:
-    """Return (rgb, alpha, background or None, icc or None) after validating the arrays."""
-    bg = icc = None
-    if isinstance(img, np.ndarray):
-        rgb, alpha = img, None
-    elif isinstance(img, (tuple, list)) and len(img) == 2:
-        rgb, alpha = img
-    elif hasattr(img, "rgb"):
-        rgb, alpha = img.rgb, getattr(img, "alpha", None)
-        bg = getattr(img, "background", None)
-        icc = getattr(img, "icc_profile", None)
-    else:
-        raise ImageError(
-            f"cannot encode an object of type {type(img).__name__}: pass a DecodedImage, "
-            "an (rgb, alpha) pair or an H×W×3 uint8 array"
-        )
-    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ImageError(f"<array>: rgb must be an H×W×3 uint8 array, not {_describe(rgb)}")
-    if alpha is not None and (
-        not isinstance(alpha, np.ndarray) or alpha.dtype != np.uint8 or alpha.shape != rgb.shape[:2]
-    ):
-        raise ImageError(
-            f"<array>: alpha must be an H×W uint8 array matching rgb {rgb.shape[:2]}, not {_describe(alpha)}"
-        )
-    return np.ascontiguousarray(rgb), alpha, (None if bg is None else _check_background(bg)), icc
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, np.ndarray):
-        return f"dtype {value.dtype}, shape {value.shape}"
-    return type(value).__name__
-
-
-def _uncomposite(rgb: np.ndarray, alpha: np.ndarray, bg: tuple[int, int, int]) -> np.ndarray:
-    """Invert ``c' = c·a + bg·(1−a)`` for semi-transparent pixels (clipped to 0..255)."""
-    partial = (alpha > 0) & (alpha < 255)
-    if not partial.any():
-        return rgb
-    out = rgb.copy()
-    a = alpha[partial].astype(np.float32)[:, None]
-    c = rgb[partial].astype(np.float32)
-    straight = (c * 255.0 - np.asarray(bg, np.float32) * (255.0 - a)) / a
-    out[partial] = np.clip(np.rint(straight), 0, 255).astype(np.uint8)
-    return out
-
-
-def format_from_path(path: str | os.PathLike[str]) -> str:
-    """Return the output format ("png", "jpeg" or "webp") named by ``path``'s suffix."""
-    suffix = Path(path).suffix.lower()
-    try:
-        return _SUFFIX_FORMAT[suffix]
-    except KeyError:
-        raise ImageError(
-            f"{os.fspath(path)}: cannot tell the output format from the suffix "
-            f"{suffix or '(none)'!r}; use .png, .jpg, .jpeg or .webp"
-        ) from None
-
-
-def write_file_atomic(data: bytes, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
-
-    The bytes go to a hidden temp file in the same directory, are fsync'ed,
-    then moved into place (``os.replace``; without ``overwrite`` a hard link,
-    which refuses an existing target atomically). Parent directories are
-    created. On any failure the temp file is removed and an existing target
-    is left untouched. Raises :class:`OutputExistsError` if ``path`` exists
-    and ``overwrite`` is False, :class:`ImageError` for other OS errors.
-    """
-    target = Path(path)
-    if not overwrite and os.path.lexists(target):
-        raise _exists_error(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        reason = exc.strerror or exc
-        raise ImageError(f"{target}: cannot create the folder {target.parent} ({reason})") from exc
-
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise ImageError(f"{target}: cannot write in {target.parent} ({exc.strerror or exc})") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-            _set_final_mode(fh.fileno(), target)
-        if overwrite:
-            os.replace(tmp, target)
-        else:
-            _link_no_clobber(tmp, target)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, FileExistsError):
-            raise _exists_error(target) from None
-        if isinstance(exc, OSError):
-            raise ImageError(f"{target}: cannot be written ({exc.strerror or exc})") from exc
-        raise
-    _fsync_dir(target.parent)
-
-
-def _exists_error(target: Path) -> OutputExistsError:
-    return OutputExistsError(f"{target}: already exists; pass overwrite=True (--overwrite) to replace it")
-
-
-def _link_no_clobber(tmp: str, target: Path) -> None:
-    """Move ``tmp`` to ``target`` failing with FileExistsError if it exists (race-free)."""
-    try:
-        os.link(tmp, target)
-    except FileExistsError:
-        raise
-    except OSError:
-        # Filesystem without hard links: best effort, the exists-check already ran.
-        if os.path.lexists(target):
-            raise FileExistsError(str(target)) from None
-        os.replace(tmp, target)
-        return
-    os.unlink(tmp)
-
-
-def _set_final_mode(fd: int, target: Path) -> None:
-    """mkstemp creates 0600 files; give the output the usual permissions instead."""
-    if not hasattr(os, "fchmod"):
-        return
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)  # keep an overwritten file's mode
-    except OSError:
-        mode = 0o666 & ~_current_umask()
-    try:
-        os.fchmod(fd, mode)
-    except OSError:
-        pass
-
-
-def _current_umask() -> int:
-    # Reading the umask via os.umask() would briefly change it for all threads.
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o022
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def save_image(
-    img: Any,
-    path: str | os.PathLike[str],
-    *,
-    fmt: str | None = None,
-    quality: int = 92,
-    overwrite: bool = False,
-) -> Path:
-    """Encode ``img`` and write it atomically to ``path``; return the path.
-
-    ``fmt`` defaults to the one named by the suffix (see :func:`format_from_path`).
-    """
-    target = Path(path)
-    if not overwrite and os.path.lexists(target):
-        raise _exists_error(target)  # fail before spending time encoding
-    data = encode_image(img, fmt or format_from_path(target), quality)
-    write_file_atomic(data, target, overwrite=overwrite)
-    return target

@@ -1,164 +1,23 @@
-"""The ``animelite`` command line: stylize, models, bench."""
+"""The command line's parser and entry point, and the ``models`` and ``bench`` commands.
+
+Flags take their choices, bounds and defaults from :mod:`animelite.options`;
+``stylize`` lives in :mod:`animelite.cli.stylize`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import glob
 import os
-import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import AnimeliteError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-OUTPUT_FORMATS = ("png", "jpg", "webp")
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def _err(msg: str) -> None:
-    print(f"animelite: error: {msg}", file=sys.stderr)
-
-
-def _store(args):
-    from .store import ModelStore
-
-    return ModelStore(Path(args.models) if args.models else None)
-
-
-# -- stylize -------------------------------------------------------------------
-def _collect_inputs(paths: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """(file, path relative to its root) for every input; and the arguments that matched nothing."""
-    found: list[tuple[Path, Path]] = []
-    missing: list[str] = []
-    for arg in paths:
-        matches = [Path(m) for m in sorted(glob.glob(arg, recursive=True))] if glob.has_magic(arg) else [Path(arg)]
-        matches = [m for m in matches if m.exists()]
-        if not matches:
-            missing.append(arg)
-            continue
-        for m in matches:
-            if m.is_dir():
-                for f in sorted(m.rglob("*")):
-                    if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
-                        found.append((f, f.relative_to(m)))
-            else:
-                found.append((m, Path(m.name)))
-    seen, unique = set(), []
-    for f, rel in found:
-        key = f.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append((f, rel))
-    return unique, missing
-
-
-def _default_format(src: Path) -> str:
-    suffix = src.suffix.lower().lstrip(".")
-    return {"jpeg": "jpg"}.get(suffix, suffix) if suffix in ("jpg", "jpeg", "png", "webp") else "png"
-
-
-def cmd_stylize(args) -> int:
-    from tqdm import tqdm
-
-    from .pipeline import Stylizer
-
-    inputs, missing = _collect_inputs(args.paths)
-    for arg in missing:
-        _err(f"{arg}: no such file, folder or matching glob")
-    if not inputs:
-        _err("no input images found")
-        return EXIT_FAILED
-    out = Path(args.output)
-    single_file_out = len(inputs) == 1 and out.suffix.lower().lstrip(".") in OUTPUT_FORMATS + ("jpeg",)
-    if not single_file_out and out.exists() and not out.is_dir():
-        _err(f"output {out} exists and is not a folder")
-        return EXIT_USAGE
-
-    def note(msg: str) -> None:
-        print(f"animelite: note: {msg}", file=sys.stderr)
-
-    if args.jobs is None:
-        # Two images in flight with one thread each beat one image with two
-        # threads (1.30 vs 1.25 images/s at 512 on 2 cores, `bench --concurrency`).
-        from .engine import default_threads
-
-        args.jobs = min(default_threads(), len(inputs)) if len(inputs) > 1 and args.threads is None else 1
-    try:
-        stylizer = Stylizer(args.style, size=args.size, keep_size=args.keep_size, threads=args.threads,
-                            store=_store(args), notice=note, faces=args.faces, face_style=args.face_style,
-                            face_size=args.face_size, sessions=args.jobs, tile=args.tile, **_speed_kwargs(args))
-    except AnimeliteError as exc:
-        _err(str(exc))
-        return EXIT_FAILED
-
-    plan: list[tuple[Path, Path, str]] = []
-    claimed: dict[Path, Path] = {}
-    failed: list[tuple[Path, str]] = []
-    for src, rel in inputs:
-        fmt = args.format or (out.suffix.lower().lstrip(".") if single_file_out else _default_format(src))
-        fmt = "jpg" if fmt == "jpeg" else fmt
-        dst = out if single_file_out else (out / rel).with_suffix("." + fmt)
-        if dst.resolve() == src.resolve():
-            failed.append((src, f"output {dst} would overwrite the input"))
-            continue
-        if dst.resolve() in claimed:
-            failed.append((src, f"output {dst} is already the output of {claimed[dst.resolve()]}"))
-            continue
-        claimed[dst.resolve()] = src
-        plan.append((src, dst, fmt))
-
-    done = skipped = 0
-    todo = []
-    for src, dst, fmt in plan:
-        if dst.exists() and not args.overwrite:
-            skipped += 1
-        else:
-            todo.append((src, dst, fmt))
-
-    def process(item):
-        src, dst, fmt = item
-        try:
-            return item, stylizer.stylize_file(src, dst, fmt=fmt, quality=args.quality, overwrite=args.overwrite), None
-        except AnimeliteError as exc:
-            return item, None, str(exc)
-        except (OSError, ValueError) as exc:  # e.g. a full disk or an unwritable folder
-            return item, None, f"{type(exc).__name__}: {exc}"
-
-    show = not args.quiet and sys.stderr.isatty()
-    bar = tqdm(total=len(todo), unit="img", disable=not show, file=sys.stderr)
-    if args.jobs > 1:  # several images in flight, one session each (see engine.GeneratorPool)
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(max_workers=args.jobs)
-        outcomes = pool.map(process, todo)
-    else:
-        pool, outcomes = None, map(process, todo)
-    for (src, dst, _fmt), result, error in outcomes:
-        bar.update(1)
-        bar.set_postfix_str(src.name[:30])
-        if error is not None:
-            failed.append((src, error))
-            continue
-        done += 1
-        if args.verbose:
-            stages = " ".join(f"{k}={v * 1000:.0f}ms" for k, v in result.timings.items())
-            faces = ""
-            if result.faces is not None:
-                f = result.faces
-                sizes = ",".join(str(c) for c in f.crop_sizes)
-                faces = f"; {f.found} face(s) found, {f.stylized} restyled" + (f" at {sizes} px" if sizes else "")
-            tqdm.write(f"{src} -> {dst} ({result.working_size[0]}x{result.working_size[1]}; {stages}{faces})",
-                       file=sys.stderr)
-    if pool is not None:
-        pool.shutdown()
-    bar.close()
-    for src, why in failed:
-        _err(f"{src}: {why}" if str(src) not in why else why)
-    if not args.quiet or failed:
-        summary = f"{done} stylized, {skipped} skipped (output exists; --overwrite to redo), {len(failed)} failed"
-        print(summary, file=sys.stderr)
-    return EXIT_FAILED if failed or missing else EXIT_OK
+from .. import __version__
+from ..errors import AnimeliteError
+from ..options import (AUTO_TILE_TEXT, BACKENDS, DEFAULT_BACKEND, DEFAULT_FACE_SIZE, DEFAULT_MODE, DEFAULT_PRECISION,
+                       DEFAULT_QUALITY, DEFAULT_SIZE, DEFAULT_TILE, FACE_MODES, FORMAT_CHOICES, MAX_FACE_SIZE,
+                       MAX_QUALITY, MAX_SESSIONS, MAX_SIZE, MAX_THREADS, MIN_FACE_SIZE, MIN_QUALITY, MIN_SIZE, MIN_TILE,
+                       MODELS_ENV, MODES, PRECISIONS, OptionError)
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, option_message, store_for
+from .stylize import cmd_stylize
 
 
 # -- models ----------------------------------------------------------------------
@@ -173,7 +32,7 @@ def _human(n: int | None) -> str:
 
 
 def cmd_models(args) -> int:
-    store = _store(args)
+    store = store_for(args)
     action = args.models_cmd
     if action == "list":
         rows = store.list_rows()
@@ -182,7 +41,8 @@ def cmd_models(args) -> int:
         print(f"{'style':<{w}}  {'kind':<9}{'family':<12} {'present':<8} {'size':>9}  licence")
         for r in rows:
             lic = "NON-COMMERCIAL" if r["non_commercial"] else r["licence"]
-            print(f"{r['name']:<{w}}  {r.get('kind', 'style'):<9}{r['family']:<12} {'yes' if r['present'] else 'no':<8} "
+            present = "yes" if r["present"] else "no"
+            print(f"{r['name']:<{w}}  {r.get('kind', 'style'):<9}{r['family']:<12} {present:<8} "
                   f"{_human(r['size_bytes']):>9}  {lic}")
         if any(r["non_commercial"] for r in rows):
             print("\nNON-COMMERCIAL: the AnimeGAN weights are free for academic and other non-commercial use "
@@ -192,7 +52,7 @@ def cmd_models(args) -> int:
     if action == "pull":
         names = [s.name for s in store.styles() if s.url] if args.all else args.names
         if not names:
-            _err("name one or more styles, or use --all")
+            err("name one or more styles, or use --all")
             return EXIT_USAGE
         failed = 0
         for name in names:
@@ -202,7 +62,7 @@ def cmd_models(args) -> int:
                 print(f"{name}: ok ({path})")
             except AnimeliteError as exc:
                 failed += 1
-                _err(str(exc))
+                err(str(exc))
         return EXIT_FAILED if failed else EXIT_OK
     if action == "add":
         try:
@@ -210,18 +70,18 @@ def cmd_models(args) -> int:
                               licence=args.licence, non_commercial=args.non_commercial, replace=args.replace,
                               size_multiple=args.size_multiple)
         except AnimeliteError as exc:
-            _err(str(exc))
+            err(str(exc))
             return EXIT_FAILED
         print(f"added {style.name} ({style.family}, {style.source_format}, layout {style.layout}, "
               f"sides a multiple of {style.size_multiple})")
         return EXIT_OK
     if action == "quantize":
-        from .quantize import quantize_style
+        from ..quantize import quantize_style
 
         try:
             path = quantize_style(store, args.name, Path(args.calib), count=args.count)
         except AnimeliteError as exc:
-            _err(str(exc))
+            err(str(exc))
             return EXIT_FAILED
         print(f"{args.name}: int8 model written to {path}")
         return EXIT_OK
@@ -237,25 +97,28 @@ def cmd_models(args) -> int:
 
 # -- bench -----------------------------------------------------------------------
 def cmd_bench(args) -> int:
-    from .bench import format_table, print_progress, run_bench, to_json
+    from ..bench import format_table, print_progress, run_bench, to_json
 
     photos = Path(args.photos) if args.photos else None
     source = str(photos) if photos else f"{args.count} synthetic 1600x1200 photos"
     if args.sizes is None:
         args.sizes = [512] if args.compare or args.concurrency else [256, 384, 512, 768, 1024]
     if args.also and not args.compare:
-        _err("--also adds rows to the --compare table; use it with --compare")
+        err("--also adds rows to the --compare table; use it with --compare")
         return EXIT_USAGE
     if args.concurrency:
-        from .bench import format_concurrency, print_progress_text, run_concurrency
+        from ..bench import format_concurrency, print_progress_text, run_concurrency
 
         try:
             rows = run_concurrency(style=args.style, size=args.sizes[0], threads=args.threads, photos_dir=photos,
-                                   count=args.count, store=_store(args), fmt=args.format,
+                                   count=args.count, store=store_for(args), fmt=args.format,
                                    progress=None if args.quiet or args.json else print_progress_text,
                                    **_speed_kwargs(args))
+        except OptionError as exc:
+            err(option_message(exc))
+            return EXIT_USAGE
         except (AnimeliteError, FileNotFoundError) as exc:
-            _err(str(exc))
+            err(str(exc))
             return EXIT_FAILED
         if args.json:
             import json
@@ -266,31 +129,37 @@ def cmd_bench(args) -> int:
             print(format_concurrency(rows, style=args.style, size=args.sizes[0], source=source))
         return EXIT_OK
     if args.compare:
-        from .bench import format_compare, print_progress_text, run_compare, to_json_compare
+        from ..bench import format_compare, print_progress_text, run_compare, to_json_compare
 
         out = []
         try:
             for size in args.sizes:
                 for t in args.threads:
                     rows, notes = run_compare(style=args.style, size=size, threads=t, photos_dir=photos,
-                                              count=args.count, store=_store(args), also=tuple(args.also),
+                                              count=args.count, store=store_for(args), also=tuple(args.also),
                                               progress=None if args.quiet or args.json else print_progress_text)
                     out.append(to_json_compare(rows, notes, size, t) if args.json else
                                format_compare(rows, notes, style=args.style, size=size, threads=t,
                                               photos=args.count, source=source))
+        except OptionError as exc:
+            err(option_message(exc))
+            return EXIT_USAGE
         except (AnimeliteError, FileNotFoundError) as exc:
-            _err(str(exc))
+            err(str(exc))
             return EXIT_FAILED
         print(("[" + ",\n".join(out) + "]") if args.json else "\n\n".join(out))
         return EXIT_OK
     try:
         rows = run_bench(style=args.style, sizes=args.sizes, threads=args.threads, photos_dir=photos,
-                         count=args.count, fmt=args.format, store=_store(args),
+                         count=args.count, fmt=args.format, store=store_for(args),
                          progress=None if args.json or args.quiet else print_progress,
                          faces=args.faces, face_style=args.face_style, face_size=args.face_size,
                          **_speed_kwargs(args))
+    except OptionError as exc:
+        err(option_message(exc))
+        return EXIT_USAGE
     except (AnimeliteError, FileNotFoundError) as exc:
-        _err(str(exc))
+        err(str(exc))
         return EXIT_FAILED
     print(to_json(rows, source) if args.json else format_table(rows, source))
     return EXIT_OK
@@ -311,15 +180,13 @@ def _positive_int(lo: int, hi: int):
 
 
 def _speed_args(p: argparse.ArgumentParser) -> None:
-    from .engine import BACKENDS, PRECISIONS
-    from .pipeline import MODES
-
-    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="inference runtime (default onnxruntime)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32 (default); bf16 with --backend openvino; int8 after `models quantize`")
-    p.add_argument("--mode", choices=MODES, default="full",
-                   help="full (default) or hd: run the model smaller, restore detail guided by the photo")
-    p.add_argument("--hd-size", type=_positive_int(64, 8192), default=None,
+    p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                   help=f"inference runtime (default {DEFAULT_BACKEND})")
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                   help=f"{DEFAULT_PRECISION} (default); bf16 with --backend openvino; int8 after `models quantize`")
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
+                   help=f"{DEFAULT_MODE} (default) or hd: run the model smaller, restore detail guided by the photo")
+    p.add_argument("--hd-size", type=_positive_int(MIN_SIZE, MAX_SIZE), default=None,
                    help="working long side of the model in hd mode (default 3/4 of --size)")
 
 
@@ -328,27 +195,26 @@ def _speed_kwargs(args) -> dict:
 
 
 def _face_args(p: argparse.ArgumentParser, default: str | None) -> None:
-    from .faces.stage import DEFAULT_FACE_SIZE, MODES
-
     when = ("default: auto when the faces extra and the yunet model are installed, else off" if default is None
             else f"default {default}")
-    p.add_argument("--faces", choices=MODES, default=default,
+    p.add_argument("--faces", choices=FACE_MODES, default=default,
                    help=f"face-aware pass: find faces, stylize each at full detail and paste it back; "
                         f"portrait = the photo is one face, a centred square ({when})")
     p.add_argument("--face-style", default=None, metavar="STYLE",
                    help="stylize the faces with this style (e.g. cute); default: the same style")
-    p.add_argument("--face-size", type=_positive_int(64, 2048), default=DEFAULT_FACE_SIZE, metavar="PX",
+    p.add_argument("--face-size", type=_positive_int(MIN_FACE_SIZE, MAX_FACE_SIZE), default=DEFAULT_FACE_SIZE,
+                   metavar="PX",
                    help=f"largest side a face crop is stylized at (default {DEFAULT_FACE_SIZE}); "
                         "smaller is faster, larger keeps more detail on big faces")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .styles import DEFAULT_STYLE
+    from ..styles import DEFAULT_STYLE
 
     p = argparse.ArgumentParser(prog="animelite", description="Photo-to-anime style transfer on any CPU.")
     p.add_argument("--version", action="version", version=f"animelite {__version__}")
-    p.add_argument("--models", metavar="DIR", default=os.environ.get("ANIMELITE_MODELS"),
-                   help="models directory (default: $ANIMELITE_MODELS or the per-user cache)")
+    p.add_argument("--models", metavar="DIR", default=os.environ.get(MODELS_ENV),
+                   help=f"models directory (default: ${MODELS_ENV} or the per-user cache)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("stylize", help="stylize files, folders (recursive) and globs")
@@ -357,24 +223,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (or a file name when there is one input)")
     s.add_argument("-s", "--style", default=DEFAULT_STYLE, help=f"style name (default {DEFAULT_STYLE}); "
                    "see `animelite models list`")
-    s.add_argument("--size", type=_positive_int(64, 8192), default=512,
-                   help="working long side in pixels (default 512; above ~1.5 MP the model runs in tiles)")
+    s.add_argument("--size", type=_positive_int(MIN_SIZE, MAX_SIZE), default=DEFAULT_SIZE,
+                   help=f"working long side in pixels, {MIN_SIZE} to {MAX_SIZE} (default {DEFAULT_SIZE}; above "
+                        f"{AUTO_TILE_TEXT} the model runs in tiles)")
     s.add_argument("--keep-size", action="store_true", help="write the output at the input's size")
     tiles = s.add_mutually_exclusive_group()
-    tiles.add_argument("--tile", type=_positive_int(128, 8192), default=None, metavar="N",
+    tiles.add_argument("--tile", type=_positive_int(MIN_TILE, MAX_SIZE), default=None, metavar="N",
                        help="run the model in overlapping N x N tiles whenever the working image is larger "
-                            "(default: 384 tiles, on by themselves above 1536x1024 pixels)")
+                            f"(default: {DEFAULT_TILE} tiles, on by themselves above {AUTO_TILE_TEXT})")
     tiles.add_argument("--no-tile", dest="tile", action="store_const", const=0,
                        help="always run the whole working image at once (needs far more memory)")
-    s.add_argument("--format", choices=OUTPUT_FORMATS, help="output format (default: the input's, else png)")
-    s.add_argument("--quality", type=_positive_int(1, 100), default=92, help="jpg/webp quality (default 92)")
-    s.add_argument("--threads", type=_positive_int(1, 256), default=None, help="threads for inference")
+    s.add_argument("--format", choices=FORMAT_CHOICES, help="output format (default: the input's, else png)")
+    s.add_argument("--quality", type=_positive_int(MIN_QUALITY, MAX_QUALITY), default=DEFAULT_QUALITY,
+                   help=f"jpg/webp quality (default {DEFAULT_QUALITY})")
+    s.add_argument("--threads", type=_positive_int(1, MAX_THREADS), default=None, help="threads for inference")
     s.add_argument("--overwrite", action="store_true", help="replace outputs that exist (default: skip them)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     s.add_argument("-v", "--verbose", action="store_true", help="print per-stage timings for each image")
     _face_args(s, default=None)
     _speed_args(s)
-    s.add_argument("-j", "--jobs", type=_positive_int(1, 64), default=None,
+    s.add_argument("-j", "--jobs", type=_positive_int(1, MAX_SESSIONS), default=None,
                    help="images in flight at once, each with its own session (default: one per core when "
                         "there are several inputs and no --threads; threads are shared out)")
     s.set_defaults(func=cmd_stylize)
@@ -410,10 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--style", default=DEFAULT_STYLE)
     b.add_argument("--photos", metavar="DIR", help="folder of photos (default: synthetic photos)")
     b.add_argument("--count", type=_positive_int(1, 1000), default=6, help="photos per row (default 6)")
-    b.add_argument("--sizes", type=_positive_int(64, 4096), nargs="+", default=None,
+    b.add_argument("--sizes", type=_positive_int(MIN_SIZE, 4096), nargs="+", default=None,
                    help="working sizes (default 256 384 512 768 1024; 512 with --compare)")
-    b.add_argument("--threads", type=_positive_int(1, 256), nargs="+", default=[1, 2])
-    b.add_argument("--format", choices=OUTPUT_FORMATS, default="jpg", help="encode format (default jpg)")
+    b.add_argument("--threads", type=_positive_int(1, MAX_THREADS), nargs="+", default=[1, 2])
+    b.add_argument("--format", choices=FORMAT_CHOICES, default="jpg", help="encode format (default jpg)")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     b.add_argument("--compare", action="store_true",
                    help="rows for each backend x precision x mode with speed-up over a PyTorch reference and "
@@ -428,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     _speed_args(b)
     b.set_defaults(func=cmd_bench)
 
-    from .server.command import add_serve_parser  # flags only; FastAPI/uvicorn are imported when it runs
+    from ..server.command import add_serve_parser  # flags only; FastAPI/uvicorn are imported when it runs
 
     add_serve_parser(sub)
     return p
@@ -439,12 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        _err("interrupted")
+        err("interrupted")
         return 130
+    except OptionError as exc:  # caught after parsing, by the pipeline: still a usage error
+        err(option_message(exc))
+        return EXIT_USAGE
     except AnimeliteError as exc:
-        _err(str(exc))
+        err(str(exc))
         return EXIT_FAILED
 
-
-if __name__ == "__main__":
-    sys.exit(main())
