@@ -6,7 +6,7 @@ The layers, top to bottom (ARCHITECTURE.md explains them)::
 
     front ends    cli, server/, bench, face_report, __main__, the package's __init__ (the API facade)
     drivers       pipeline (and the video and distributed drivers built on it)
-    stages        faces/, tiling, quantize
+    stages        faces/, tiling, quantize, sizing
     runtime       engine, store/
     foundations   convert/, styles, imageio, options, atomic, imageops, errors, guided, quality, torch_reference
 
@@ -26,7 +26,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "animelite"
 LAYERS = [
     ("front ends", {"cli", "server", "bench", "face_report", "__main__", "__init__"}),
     ("drivers", {"pipeline", "video", "distributed"}),
-    ("stages", {"faces", "tiling", "quantize"}),
+    ("stages", {"faces", "tiling", "quantize", "sizing"}),
     ("runtime", {"engine", "store"}),
     ("foundations", {"convert", "styles", "imageio", "options", "atomic", "imageops", "errors", "guided",
                      "quality", "torch_reference"}),

@@ -184,7 +184,7 @@ CLI = [
          "webp", defect=10, check=not_written("x.png")),
     Case("cli-output-is-a-folder-named-like-a-file", "cli",
          lambda r: {**base(r, a__jpg=jpeg), "d": (r / "d.png").mkdir()},
-         run_stylize(paths=lambda c: [c["a.jpg"]], out=lambda c: c["root"] / "d.png"), 1, "folder", defect=18,
+         run_stylize(paths=lambda c: [c["a.jpg"]], out=lambda c: c["root"] / "d.png"), 2, "folder", defect=18,
          absent=("skipped (output exists",)),
     # --- never lose data ---
     Case("cli-existing-output-is-skipped", "cli",

@@ -16,6 +16,7 @@ into its own error type.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
@@ -110,8 +111,21 @@ def atomic_write(target: str | os.PathLike[str], data: bytes | Callable[[BinaryI
 
 
 def _fsync_file(path: Path) -> None:
+    """Flush the data to disk; an error here (a full disk, an I/O error) fails the write."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # filesystems that cannot fsync: nothing to flush
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable (POSIX: fsync the folder); best effort, the data itself is already safe."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -120,10 +134,6 @@ def _fsync_file(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    _fsync_file(folder)  # opening a folder read-only and fsync'ing it makes the rename durable on POSIX
 
 
 def _unlink_quiet(path: Path) -> None:

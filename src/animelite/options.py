@@ -9,12 +9,14 @@ layer may use it.
 
 from __future__ import annotations
 
-from .errors import AnimeliteError
+from .errors import AnimeliteError, StyleError
 
 # -- working size ---------------------------------------------------------------
 DEFAULT_SIZE = 512  #: working long side in pixels
 MIN_SIZE = 64
 MAX_SIZE = 8192
+SIZE_AUTO = "auto"  #: ``size="auto"``: chosen per photo from its detail and faces (animelite.sizing)
+AUTO_SIZE_MIN, AUTO_SIZE_MAX = 384, 768  #: the range ``size="auto"`` picks from
 #: Tiling turns on by itself when the working image has more pixels than this
 #: (a whole-frame AnimeGANv2 run needs ~1.6 KB per working pixel: 1024x1024 is
 #: ~1.7 GB, a 3:2 photo at ``--size 1536`` ~2.5 GB). See :mod:`animelite.tiling`.
@@ -63,6 +65,10 @@ MODELS_ENV = "ANIMELITE_MODELS"
 
 class OptionError(AnimeliteError, ValueError):
     """An option value or combination that cannot run: the user's to fix (CLI exit 2, HTTP 400)."""
+
+
+class UnknownStyleError(StyleError, OptionError):
+    """A style name that is neither in the catalog nor among the user's styles (a usage error)."""
 
 
 def canonical_format(name: str) -> str:

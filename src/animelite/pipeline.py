@@ -105,8 +105,8 @@ class Stylizer:
     sessions so several images can be stylized at once from several threads.
 
     Huge photos: ``tile`` None/"auto" runs the model in overlapping tiles with
-    shared layer-norm statistics once the working image is over 1536x1024
-    pixels (``size`` goes up to 8192), an int is the tile side to use whenever
+    shared layer-norm statistics once the working image is over 1024x1024
+    pixels (``options.AUTO_TILE_PIXELS``; ``size`` goes up to 8192), an int is the tile side to use whenever
     the image is larger, "off"/0 always runs it whole; see :mod:`animelite.tiling`.
     """
 

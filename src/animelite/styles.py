@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import StyleError
+from .options import UnknownStyleError
 
 ANIMEGAN_V2_LICENCE = (
     "AnimeGANv2 weights: free for academic and other non-commercial use; "
@@ -223,4 +224,4 @@ def get_style(name: str) -> Style:
         if key in (n.lower().replace("-", "_") for n in names):
             return style
     known = ", ".join(sorted(n for n, s in CATALOG.items() if s.kind == "style"))
-    raise StyleError(f"unknown style {name!r}; known styles: {known}")
+    raise UnknownStyleError(f"unknown style {name!r}; known styles: {known}")

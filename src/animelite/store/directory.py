@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .. import styles as _styles
 from ..errors import ModelError, StyleError
-from ..options import MODELS_ENV
+from ..options import MODELS_ENV, UnknownStyleError
 from ..styles import Style
 from .user_styles import USER_STYLES_FILE, name_key, read_user_styles, write_user_styles
 
@@ -106,7 +106,7 @@ class ModelsDirectory:
         known = ", ".join(sorted(n for n, s in _styles.CATALOG.items() if s.kind == "style")) or "none"
         mine = ", ".join(sorted(s.name for s in user))
         extra = f"; your own: {mine}" if mine else ""
-        raise StyleError(f"unknown style {name!r}; known styles: {known}{extra}")
+        raise UnknownStyleError(f"unknown style {name!r}; known styles: {known}{extra}")
 
     def _is_user_style(self, style: Style) -> bool:
         return style.name not in _styles.CATALOG
