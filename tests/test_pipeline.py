@@ -225,3 +225,20 @@ def test_the_pipeline_validates_every_option(store, kwargs, fragment):
         Stylizer(args.pop("style"), **args)
     with pytest.raises(ValueError):
         Stylizer(**{"style": "tiny", "store": store, **kwargs})
+
+
+def test_size_auto_gives_detailed_photos_more_pixels(store):
+    """Issue 10 #4: size='auto' measures the photo's detail (and says why)."""
+    s = Stylizer("tiny", size="auto", store=store, faces="off")
+    flat = np.full((300, 400, 3), 120, np.uint8)
+    busy = (np.random.default_rng(0).random((300, 400, 3)) * 255).astype(np.uint8)
+    a, b = s.stylize(flat), s.stylize(busy)
+    assert a.size_choice.size < b.size_choice.size
+    assert max(a.working_size) == a.size_choice.size and max(b.working_size) == b.size_choice.size
+    assert str(a.size_choice).startswith(f"auto size {a.size_choice.size}: detail ")
+    for w, h in [(1, 1), (20000, 50), (50, 20000), (3, 2)]:  # sane sizes, never a crash
+        r = s.stylize(np.full((h, w, 3), 90, np.uint8))
+        assert 384 <= r.size_choice.size <= 768 and r.image.size > 0
+    with pytest.raises(AnimeliteError, match="size must be 'auto' or a whole number"):
+        Stylizer("tiny", size="big", store=store)
+    assert Stylizer("tiny", size="AUTO", store=store).size == "auto"

@@ -25,8 +25,10 @@ from .guided import guided_upsample
 from .imageops import resize_rgb, to_uint8, working_size
 from .options import (BACKENDS, DEFAULT_BACKEND, DEFAULT_FACE_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_MODE,
                       DEFAULT_PRECISION, DEFAULT_SIZE, FACE_MODES, HD_MAX_SIZE, HD_SCALE, MAX_FACE_SIZE,
-                      MAX_SESSIONS, MAX_SIZE, MAX_THREADS, MIN_FACE_SIZE, MIN_SIZE, MODES, PRECISIONS, OptionError,
+                      MAX_SESSIONS, MAX_SIZE, MAX_THREADS, MIN_FACE_SIZE, MIN_SIZE, MODES, PRECISIONS, SIZE_AUTO,
+                      AUTO_SIZE_MAX, OptionError,
                       one_of, whole_number)
+from .sizing import SizeChoice, choose_size
 from .store import ModelStore
 from .styles import DEFAULT_STYLE, Style
 
@@ -61,6 +63,7 @@ class Result:
     icc_profile: bytes | None = None
     background: tuple[int, int, int] | None = None  # what transparent pixels were composited over
     faces: FaceSummary | None = None  # what the face stage did, when faces are on
+    size_choice: SizeChoice | None = None  # why this working size, with size="auto"
 
     @property
     def size(self) -> tuple[int, int]:
@@ -114,7 +117,7 @@ class Stylizer:
         self,
         style: str = DEFAULT_STYLE,
         *,
-        size: int = DEFAULT_SIZE,
+        size: int | str = DEFAULT_SIZE,
         keep_size: bool = False,
         threads: int | None = None,
         models_dir: str | Path | None = None,
@@ -135,7 +138,14 @@ class Stylizer:
         # Every option is checked here, the one place that validates them (front ends only parse).
         if not isinstance(style, (str, Style)) or (isinstance(style, str) and not style.strip()):
             raise OptionError(f"style must be a style name, got {style!r}")
-        self.size = whole_number("size", size, MIN_SIZE, MAX_SIZE)
+        if isinstance(size, str) and size.strip().lower() == SIZE_AUTO:
+            self.size: int | str = SIZE_AUTO  # chosen per photo: animelite.sizing
+            size = AUTO_SIZE_MAX  # the bound the other checks use
+        elif isinstance(size, str):
+            raise OptionError(f"size must be '{SIZE_AUTO}' or a whole number from {MIN_SIZE} to {MAX_SIZE}, "
+                              f"got {size[:40]!r}")
+        else:
+            self.size = whole_number("size", size, MIN_SIZE, MAX_SIZE)
         if threads is not None:
             whole_number("threads", threads, 1, MAX_THREADS)
         backend = one_of("backend", backend, BACKENDS)
@@ -165,6 +175,7 @@ class Stylizer:
         if self.style.kind != "style":
             raise StyleError(f"'{self.style.name}' is a {self.style.kind} model, not a style; "
                              "see `animelite models list` for the styles")
+        self._hd_size = hd_size  # None: HD_SCALE of each photo's working size
         self.hd_size = hd_size or max(MIN_SIZE, int(round(size * HD_SCALE)))
         self.auto_pull = auto_pull
         self.keep_size = keep_size
@@ -240,7 +251,12 @@ class Stylizer:
     def _stylize_decoded(self, decoded: imageio.DecodedImage, timings: dict[str, float]) -> Result:
         width, height = decoded.width, decoded.height
         with _timed(timings, "preprocess"):
-            work = working_size(width, height, self.size, self.style.size_multiple)
+            size, size_choice = self.size, None
+            if size == SIZE_AUTO:
+                size_choice = choose_size(decoded.rgb)
+                size = size_choice.size
+            hd_size = self._hd_size or max(MIN_SIZE, int(round(size * HD_SCALE)))
+            work = working_size(width, height, size, self.style.size_multiple)
             if self.mode == "full":
                 tile = tiling.tile_size_for(self.tile, work)  # huge: tiles, uint8 in
                 x = resize_rgb(decoded.rgb, work)
@@ -248,7 +264,7 @@ class Stylizer:
                 x_run = x
             else:  # "hd": the generator runs small (tiled if that is still huge); a guided filter restores detail
                 x = resize_rgb(decoded.rgb, work).astype(np.float32) * np.float32(1 / 255)
-                run_size = working_size(width, height, self.hd_size, self.style.size_multiple)
+                run_size = working_size(width, height, hd_size, self.style.size_multiple)
                 tile = tiling.tile_size_for(self.tile, run_size)
                 x_run = resize_rgb(decoded.rgb, run_size)
                 x_run = x_run if tile else x_run.astype(np.float32) * np.float32(1 / 255)
@@ -278,7 +294,8 @@ class Stylizer:
                     alpha = resize_rgb(alpha, work)
         return Result(image=out, alpha=alpha, style=self.style.name, input_size=(width, height),
                       working_size=work, timings=timings, icc_profile=decoded.icc_profile,
-                      background=decoded.background if alpha is not None else None, faces=face_summary)
+                      background=decoded.background if alpha is not None else None, faces=face_summary,
+                      size_choice=size_choice)
 
     def encode(self, result: Result, fmt: str = "png", quality: int = 92) -> Result:
         with _timed(result.timings, "encode"):
@@ -315,7 +332,7 @@ def _same_file(a: Path, b: Path) -> bool:
 _default_stylizers: dict[tuple, Stylizer] = {}
 
 
-def stylize(image, style: str = DEFAULT_STYLE, size: int = DEFAULT_SIZE, *, keep_size: bool = False,
+def stylize(image, style: str = DEFAULT_STYLE, size: int | str = DEFAULT_SIZE, *, keep_size: bool = False,
             models_dir: str | Path | None = None, threads: int | None = None, faces: str | None = None,
             face_style: str | None = None) -> Image.Image:
     """Stylize one image and return a PIL image: the whole API in one call.
