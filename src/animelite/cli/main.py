@@ -15,7 +15,7 @@ from ..errors import AnimeliteError
 from ..options import (AUTO_TILE_TEXT, BACKENDS, DEFAULT_BACKEND, DEFAULT_FACE_SIZE, DEFAULT_MODE, DEFAULT_PRECISION,
                        DEFAULT_QUALITY, DEFAULT_SIZE, DEFAULT_TILE, FACE_MODES, FORMAT_CHOICES, MAX_FACE_SIZE,
                        MAX_QUALITY, MAX_SESSIONS, MAX_SIZE, MAX_THREADS, MIN_FACE_SIZE, MIN_QUALITY, MIN_SIZE, MIN_TILE,
-                       MODELS_ENV, MODES, PRECISIONS, OptionError)
+                       MODELS_ENV, MODES, PRECISIONS, SIZE_AUTO, AUTO_SIZE_MAX, AUTO_SIZE_MIN, OptionError)
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, option_message, store_for
 from .stylize import cmd_stylize
 
@@ -166,6 +166,13 @@ def cmd_bench(args) -> int:
 
 
 # -- parser ----------------------------------------------------------------------
+def _size_arg(text: str) -> int | str:
+    """--size: a whole number of pixels or 'auto'."""
+    if text.strip().lower() == SIZE_AUTO:
+        return SIZE_AUTO
+    return _positive_int(MIN_SIZE, MAX_SIZE)(text)
+
+
 def _positive_int(lo: int, hi: int):
     def parse(text: str) -> int:
         try:
@@ -223,9 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (or a file name when there is one input)")
     s.add_argument("-s", "--style", default=DEFAULT_STYLE, help=f"style name (default {DEFAULT_STYLE}); "
                    "see `animelite models list`")
-    s.add_argument("--size", type=_positive_int(MIN_SIZE, MAX_SIZE), default=DEFAULT_SIZE,
+    s.add_argument("--size", type=_size_arg, default=DEFAULT_SIZE,
                    help=f"working long side in pixels, {MIN_SIZE} to {MAX_SIZE} (default {DEFAULT_SIZE}; above "
-                        f"{AUTO_TILE_TEXT} the model runs in tiles)")
+                        f"{AUTO_TILE_TEXT} the model runs in tiles), or '{SIZE_AUTO}': "
+                        f"{AUTO_SIZE_MIN}..{AUTO_SIZE_MAX} chosen per photo from its detail (-v says why)")
     s.add_argument("--keep-size", action="store_true", help="write the output at the input's size")
     tiles = s.add_mutually_exclusive_group()
     tiles.add_argument("--tile", type=_positive_int(MIN_TILE, MAX_SIZE), default=None, metavar="N",

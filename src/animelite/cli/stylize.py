@@ -176,7 +176,8 @@ def _stylize(args, routing: LibraryWarnings) -> int:
                 f = result.faces
                 sizes = ",".join(str(c) for c in f.crop_sizes)
                 faces = f"; {f.found} face(s) found, {f.stylized} restyled" + (f" at {sizes} px" if sizes else "")
-            tqdm.write(f"{src} -> {dst} ({result.working_size[0]}x{result.working_size[1]}; {stages}{faces})",
+            why = f"; {result.size_choice}" if result.size_choice is not None else ""
+            tqdm.write(f"{src} -> {dst} ({result.working_size[0]}x{result.working_size[1]}{why}; {stages}{faces})",
                        file=sys.stderr)
     if pool is not None:
         pool.shutdown()
