@@ -30,6 +30,7 @@ demo: setup
 test: setup
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0 \
 	  || echo "torch not installed: torch reference tests will be skipped"
+	$(BIN)/ruff check src tests scripts training
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -111,7 +111,8 @@ def main(argv=None) -> int:
     med = statistics.median(r["detail"] for r in rows)
     print(f"\n{len(rows)} photos, style {args.style}, 1 thread, fidelity at long side {COMMON} vs the 1024 rendering; "
           f"detailed = detail >= {med:.2f} (median)\n")
-    print("| size | mean ms/photo | PSNR all | SSIM all | PSNR detailed | SSIM detailed | face NME (mean) | faces lost |")
+    print("| size | mean ms/photo | PSNR all | SSIM all | PSNR detailed | SSIM detailed | face NME (mean) "
+          "| faces lost |")
     print("|---|---|---|---|---|---|---|---|")
     det = [r for r in rows if r["detail"] >= med]
     for s in SIZES:
@@ -119,7 +120,8 @@ def main(argv=None) -> int:
         nmes = [e for r in rows for e in r["nme"].get(k, [])]
         found = [e for e in nmes if e == e]
         fid = ("reference | reference | reference | reference" if k == "1024" else
-               f"{statistics.mean(r['psnr'][k] for r in rows):.2f} | {statistics.mean(r['ssim'][k] for r in rows):.3f} | "
+               f"{statistics.mean(r['psnr'][k] for r in rows):.2f} | "
+               f"{statistics.mean(r['ssim'][k] for r in rows):.3f} | "
                f"{statistics.mean(r['psnr'][k] for r in det):.2f} | {statistics.mean(r['ssim'][k] for r in det):.3f}")
         print(f"| {k} | {statistics.mean(r['ms'][k] for r in rows):.0f} | {fid} | "
               f"{statistics.mean(found) if found else float('nan'):.3f} | {len(nmes) - len(found)}/{len(nmes)} |")

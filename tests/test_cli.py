@@ -66,7 +66,7 @@ def test_usage_errors(env, capsys):
     store, photos, out = env
     assert run(store, "stylize", str(photos / "nothing*.jpg"), "-o", str(out), "--style", "tiny") == 1
     assert "no such file" in capsys.readouterr().err
-    assert run(store, "stylize", str(photos / "a.jpg"), "-o", str(out), "--style", "nope") == 2  # a usage error (issue 15 #18)
+    assert run(store, "stylize", str(photos / "a.jpg"), "-o", str(out), "--style", "nope") == 2  # usage (#18)
     assert "unknown style 'nope'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         run(store, "stylize", str(photos / "a.jpg"), "-o", str(out), "--size", "big")

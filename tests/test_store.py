@@ -710,7 +710,8 @@ def test_verify_detects_corruption_and_missing(root, test_style, model_file):
     (root / TEST_FILE).write_bytes(bytes(data))
     [(name, status)] = s.verify([TEST_NAME])
     assert name == TEST_NAME
-    assert status == f"checksum mismatch: expected {test_style.checksum} got sha256:{hashlib.sha256(bytes(data)).hexdigest()}"
+    actual = hashlib.sha256(bytes(data)).hexdigest()
+    assert status == f"checksum mismatch: expected {test_style.checksum} got sha256:{actual}"
     everything = dict(s.verify())
     assert everything[TEST_NAME].startswith("checksum mismatch")
     assert everything["shinkai"] == "missing"
