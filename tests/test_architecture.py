@@ -4,7 +4,7 @@ Every ``import`` of an animelite module is counted, also the ones inside
 functions (a function-level import is still a dependency; it only hides it).
 The layers, top to bottom (ARCHITECTURE.md explains them)::
 
-    front ends    cli, server/, bench, face_report, __main__, the package's __init__ (the API facade)
+    front ends    cli, server/, bench, face_report, contact_sheet, __main__, the package's __init__ (the API facade)
     drivers       pipeline (and the video and distributed drivers built on it)
     stages        faces/, tiling, quantize, sizing
     runtime       engine, store/
@@ -24,7 +24,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "animelite"
 
 LAYERS = [
-    ("front ends", {"cli", "server", "bench", "face_report", "__main__", "__init__"}),
+    ("front ends", {"cli", "server", "bench", "face_report", "contact_sheet", "__main__", "__init__"}),
     ("drivers", {"pipeline", "video", "distributed"}),
     ("stages", {"faces", "tiling", "quantize", "sizing"}),
     ("runtime", {"engine", "store"}),

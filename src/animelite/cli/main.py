@@ -248,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace outputs that exist (default: skip them)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     s.add_argument("-v", "--verbose", action="store_true", help="print per-stage timings for each image")
+    s.add_argument("--summary", action="store_true",
+                   help="print the median time of each stage over the photos stylized, and the total")
+    s.add_argument("--contact-sheet", action="store_true",
+                   help="write index.html into the output folder: each photo before and after, side by side, "
+                        "with its working size, faces and per-stage times; prints its path and the --summary "
+                        "table (an output folder only)")
     _face_args(s, default=None)
     _speed_args(s)
     s.add_argument("-j", "--jobs", type=_positive_int(1, MAX_SESSIONS), default=None,

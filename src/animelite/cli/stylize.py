@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,6 +109,18 @@ def _stylize(args, routing: LibraryWarnings) -> int:
     except OutputUsageError as exc:
         err(str(exc))
         return EXIT_USAGE
+    if args.contact_sheet:
+        from ..contact_sheet import SheetError, check_target
+
+        if single_file_out:
+            err(f"--contact-sheet writes index.html into an output folder, but {args.output} is one file; "
+                "give a folder (end the name with a slash to make one)")
+            return EXIT_USAGE
+        try:
+            check_target(out, args.overwrite)
+        except SheetError as exc:
+            err(str(exc))
+            return EXIT_USAGE
 
     def note(msg: str) -> None:
         print(f"animelite: note: {msg}", file=sys.stderr)
@@ -130,15 +143,21 @@ def _stylize(args, routing: LibraryWarnings) -> int:
         err(str(exc))
         return EXIT_FAILED
 
+    from ..contact_sheet import Row
+
+    started = time.perf_counter()
     jobs, refused = plan_outputs(inputs, out, single_file_out, args.format)
     failed: list[tuple[Path, str]] = unreadable + refused
+    rows: dict[Path, Row] = {src: Row(src, None, "failed", why) for src, why in refused}  # for the report
     done = skipped = 0
     todo = []
     for job in jobs:
         if job.dst.is_dir():
             failed.append((job.src, f"output {job.dst} is a folder; nothing was written"))
+            rows[job.src] = Row(job.src, None, "failed", failed[-1][1])
         elif job.dst.exists() and not args.overwrite:
             skipped += 1
+            rows[job.src] = Row(job.src, job.dst, "skipped", "the output exists; --overwrite redoes it")
         else:
             todo.append((job.src, job.dst, job.fmt))
 
@@ -167,8 +186,12 @@ def _stylize(args, routing: LibraryWarnings) -> int:
         bar.set_postfix_str(src.name[:30])
         if error is not None:
             failed.append((src, error))
+            rows[src] = Row(src, None, "failed", error)
             continue
         done += 1
+        rows[src] = Row(src, dst, "stylized", input_size=result.input_size, working_size=result.working_size,
+                        timings=dict(result.timings),
+                        faces=None if result.faces is None else (result.faces.found, result.faces.stylized))
         if args.verbose:
             stages = " ".join(f"{k}={v * 1000:.0f}ms" for k, v in result.timings.items())
             faces = ""
@@ -187,4 +210,33 @@ def _stylize(args, routing: LibraryWarnings) -> int:
     if not args.quiet or failed:
         summary = f"{done} stylized, {skipped} skipped (output exists; --overwrite to redo), {len(failed)} failed"
         print(summary, file=sys.stderr)
-    return EXIT_FAILED if failed or missing else EXIT_OK
+    sheet_failed = False
+    if args.summary or args.contact_sheet:
+        sheet_failed = not _report(args, stylizer, out, [rows[src] for src, _ in inputs if src in rows],
+                                   time.perf_counter() - started)
+    return EXIT_FAILED if failed or missing or sheet_failed else EXIT_OK
+
+
+def _report(args, stylizer, out: Path, rows, wall: float) -> bool:
+    """Print the timing summary and write the contact sheet, as asked; False when the sheet could not be
+    written."""
+    from ..contact_sheet import SheetError, format_summary, summarize, write_sheet
+
+    summary = summarize(rows, wall, args.jobs)
+    if args.summary or not args.quiet:
+        print(format_summary(summary))
+    if not args.contact_sheet:
+        return True
+    faces = "off" if stylizer.face_stage is None else getattr(stylizer.face_stage, "mode", "on")
+    kept = " (outputs at the input size)" if args.keep_size else ""
+    settings = (f"style {stylizer.style.name}; size {args.size}{kept}; faces {faces}; "
+                f"{stylizer.backend} {stylizer.precision}; mode {stylizer.mode}; "
+                f"{len(rows)} photo(s)")
+    try:
+        path = write_sheet(out, rows, summary, title=f"animelite: {' '.join(args.paths)}", settings=settings,
+                           overwrite=args.overwrite)
+    except (SheetError, OSError) as exc:
+        err(f"contact sheet not written: {exc}")
+        return False
+    print(f"contact sheet: {path}")
+    return True
