@@ -13,11 +13,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..atomic import atomic_write
 
 log = logging.getLogger("animelite.server")
 
@@ -151,23 +152,12 @@ class ResultCache:
             return
         path = self._path(key)
         blob = _MAGIC + json.dumps(entry.meta, separators=(",", ":")).encode() + b"\n" + entry.data
-        tmp = None
         try:
-            path.parent.mkdir(exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(blob)
-            os.replace(tmp, path)
-            tmp = None
+            # no fsync: a cache entry lost in a crash is only a miss
+            atomic_write(path, blob, durable=False)
         except OSError as exc:
             log.warning("cannot write the cache file %s (%s)", path, exc.strerror or exc)
             return
-        finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
         with self._disk_lock:
             old = self._disk.pop(key, None)
             self._disk_bytes += len(blob) - (old or 0)
