@@ -27,6 +27,7 @@ with warnings.catch_warnings():  # starlette's notice about httpx2 at import tim
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient  # noqa: E402
 
+from animelite.options import MODES  # noqa: E402
 from animelite.pipeline import Stylizer, working_size  # noqa: E402
 from animelite.server import ConfigError, ServerConfig, create_app  # noqa: E402
 from animelite.server.cache import CachedResult, ResultCache, cache_key  # noqa: E402
@@ -180,9 +181,9 @@ def test_openapi_docs(models):
 
 
 def test_docs_without_swagger_ui_bundle_points_to_the_spec(models, monkeypatch):
-    from animelite.server import app as app_module
+    from animelite.server.routes import ops
 
-    monkeypatch.setattr(app_module, "_swagger_ui_dir", lambda: None)
+    monkeypatch.setattr(ops, "_swagger_ui_dir", lambda: None)
     with client(config(models)) as c:
         docs = c.get("/docs")
         assert docs.status_code == 200 and "/openapi.json" in docs.text and "swagger-ui-bundle" in docs.text
@@ -415,7 +416,7 @@ def test_queue_full_answers_503_with_retry_after(models):
     gate = Gate()
     cfg = config(models, workers=1, queue_size=1, warmup=False, stylizer_factory=gate.factory)
     with client(cfg) as c:
-        service = c.app.state.service
+        service = c.app.state.service.admission
         results = {}
 
         def post(name, seed):
@@ -450,7 +451,7 @@ def test_time_limit_answers_504_and_frees_queued_slots(models):
     cfg = config(models, workers=1, queue_size=2, timeout=0.5, warmup=False, stylizer_factory=gate.factory)
     try:
         with client(cfg) as c:
-            service = c.app.state.service
+            service = c.app.state.service.admission
             results = {}
 
             def post(name, seed):
@@ -597,7 +598,7 @@ def test_faces_option_follows_what_the_pipeline_supports(models):
 def test_pipeline_modes_pass_through(models):
     with client(config(models, warmup=False, workers=2)) as c:
         modes = c.get("/v1/styles").json()["modes"]
-        assert modes == list(c.app.state.service.modes)
+        assert modes == list(MODES)
         for mode in modes:
             r = c.post(f"/v1/stylize?size=64&mode={mode}", content=jpeg(seed=60))
             assert r.status_code == 200, r.text
@@ -605,6 +606,6 @@ def test_pipeline_modes_pass_through(models):
 
 def test_retry_after_is_sane(models):
     with client(config(models, warmup=False)) as c:
-        service = c.app.state.service
-        assert 1 <= service.retry_after() <= 60
-        assert math.isfinite(service._avg_job)
+        admission = c.app.state.service.admission
+        assert 1 <= admission.retry_after() <= 60
+        assert math.isfinite(admission.average_job_seconds)

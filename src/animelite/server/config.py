@@ -71,7 +71,7 @@ class ServerConfig:
     def effective_threads(self) -> int:
         return self.threads or max(1, default_threads() // self.effective_workers)
 
-    def validate(self) -> "ServerConfig":
+    def validate(self) -> ServerConfig:
         def need(cond: bool, msg: str) -> None:
             if not cond:
                 raise ConfigError(msg)
@@ -101,7 +101,7 @@ class ServerConfig:
 
     # ------------------------------------------------------------- environment
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "ServerConfig":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServerConfig:
         """Defaults, then ``ANIMELITE_*`` variables, then ``overrides`` (skipping None values)."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}

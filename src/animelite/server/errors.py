@@ -1,0 +1,160 @@
+"""Every error the HTTP API answers, and the one place that turns an exception into a status and a JSON body.
+
+Each answer is ``{"error": {"code": ..., "message": ...}}`` with a message a
+person understands; tracebacks and server paths go to the log only. The
+mapping, in one table (:func:`service_error` and :func:`install`):
+
+- :class:`ServiceError` and its subclasses carry their own status and code;
+- :class:`~animelite.options.OptionError` (the pipeline refused an option) -> 400 ``bad_parameter``;
+- :class:`~animelite.errors.StyleError` -> 400 ``unknown_style`` (a known style
+  that is not installed is found before, by the style lookup: 404);
+- face enhancement not installed (``FacesUnavailable``) -> 400 ``faces_unavailable``;
+- too many pixels -> 413, any other unreadable picture -> 422;
+- a model that cannot be loaded: 503 ``model_unavailable``;
+- FastAPI's own 404/405/validation errors keep their status with our shape;
+- anything else: 500 with no details.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import imageio
+from ..errors import AnimeliteError, ImageError, ModelError, StyleError
+from ..faces import FacesUnavailable
+from ..options import OptionError
+
+log = logging.getLogger("animelite.server")
+
+UPLOAD_LABEL = "upload"  # what imageio calls the picture in its messages
+STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
+                413: "too_large", 415: "unsupported_media_type", 422: "unreadable_image",
+                500: "internal_error", 503: "unavailable", 504: "timeout"}
+
+
+# ----------------------------------------------------------------------------- the errors
+class ServiceError(AnimeliteError):
+    """An error with an HTTP status and a stable machine-readable code."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+
+class BadParameter(ServiceError):
+    status, code = 400, "bad_parameter"
+
+
+class Busy(ServiceError):
+    status, code = 503, "busy"
+
+
+class ShuttingDown(ServiceError):
+    status, code = 503, "shutting_down"
+
+
+class TimedOut(ServiceError):
+    status, code = 504, "timeout"
+
+
+class UploadTooLarge(ServiceError):
+    status, code = 413, "too_large"
+
+
+# ----------------------------------------------------------------------------- helpers
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def plain(exc: Exception) -> str:
+    """imageio's message without the "upload: " label it puts in front."""
+    text = str(exc)
+    prefix = UPLOAD_LABEL + ": "
+    if not text.startswith(prefix):
+        return text
+    rest = text[len(prefix):]
+    return "the file " + rest if rest.startswith(("is ", "looks ")) else rest
+
+
+# ----------------------------------------------------------------------------- the mapping
+def service_error(exc: Exception, *, style: str | None = None, precision: str | None = None) -> ServiceError:
+    """The answer for an exception raised while serving a request (*style*/*precision*: what it asked for)."""
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, OptionError):
+        return BadParameter(str(exc))
+    if isinstance(exc, imageio.PixelLimitError):
+        mp = exc.width * exc.height / 1e6
+        return ServiceError(
+            f"the picture is {exc.width}x{exc.height} ({mp:.1f} megapixels); this server accepts up to "
+            f"{exc.max_pixels / 1e6:.1f} megapixels, please send a smaller one",
+            status=413, code="too_many_pixels")
+    if isinstance(exc, ImageError):
+        return ServiceError(f"the picture cannot be read: {plain(exc)}", status=422, code="unreadable_image")
+    if isinstance(exc, StyleError):
+        return BadParameter(str(exc), code="unknown_style")
+    log.error("style '%s' failed: %s", style, exc)  # may name server paths: log only
+    if isinstance(exc, FacesUnavailable):
+        return BadParameter("face enhancement is not installed on this server; try again with faces off",
+                            code="faces_unavailable")
+    if isinstance(exc, ModelError):
+        how = f" at precision {precision}" if precision and precision != "fp32" else ""
+        return ServiceError(f"the style '{style}' cannot be used{how} right now (its model failed to "
+                            "load); the server log has the details", status=503, code="model_unavailable")
+    return ServiceError(f"the picture could not be stylized ({type(exc).__name__}); the server log has "
+                        "the details", status=500, code="pipeline_error")
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that answer every exception with the JSON error shape."""
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_request: Request, exc: ServiceError):
+        return error_response(exc.status, exc.code, exc.message, exc.headers or None)
+
+    @app.exception_handler(AnimeliteError)
+    async def _animelite_error(_request: Request, exc: AnimeliteError):
+        err = service_error(exc)
+        return error_response(err.status, err.code, err.message, err.headers or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        status = exc.status_code
+        code = STATUS_CODES.get(status, "error")
+        if status == 404:
+            message = f"there is nothing at {request.url.path}; the API is described at /docs"
+        elif status == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = (f"{request.method} is not allowed on {request.url.path}"
+                       + (f"; use {allowed}" if allowed else ""))
+        else:
+            message = str(exc.detail) if exc.detail else "the request could not be handled"
+        return error_response(status, code, message, dict(exc.headers or {}) or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError):
+        problems = []
+        for err in exc.errors()[:3]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body"))
+            problems.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+        return error_response(400, "bad_parameter", "invalid request: " + "; ".join(problems))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error answering %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal_error",
+                              "something went wrong on the server; the error was logged, please try again")
