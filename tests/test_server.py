@@ -609,3 +609,25 @@ def test_retry_after_is_sane(models):
         admission = c.app.state.service.admission
         assert 1 <= admission.retry_after() <= 60
         assert math.isfinite(admission.average_job_seconds)
+
+
+def test_face_style_turns_faces_on_as_in_the_pipeline(models):
+    """faces left out + face_style: faces on ("auto"), as Stylizer(face_style=...) does; never silently dropped."""
+    with client(config(models, warmup=False)) as c:
+        r = c.post("/v1/stylize?size=64&face_style=randv2", content=jpeg(seed=51),
+                   headers={"Accept": "application/json"})
+        assert r.status_code == 200, r.text
+        assert "faces_found" in r.json()  # the face stage ran
+        plain = c.post("/v1/stylize?size=64", content=jpeg(seed=51), headers={"Accept": "application/json"})
+        assert "faces_found" not in plain.json()  # no detector installed, no face_style: faces off
+
+
+def test_faces_that_cannot_run_are_refused_not_ignored(models, monkeypatch):
+    from animelite.faces import stage
+
+    monkeypatch.setattr(stage, "cv2_available", lambda: False)  # as without OpenCV
+    with client(config(models, warmup=False)) as c:
+        msg = assert_error(c.post("/v1/stylize?size=64&face_style=randv2", content=jpeg(seed=52)),
+                           400, "faces_unavailable")
+        assert "faces=off" in msg or "faces off" in msg
+        assert c.post("/v1/stylize?size=64&face_style=randv2&faces=off", content=jpeg(seed=52)).status_code == 200
