@@ -1,7 +1,8 @@
 """Read the picture out of a request (a multipart field ``image`` or the raw body), bounded in bytes, and sniff it.
 
 The format is recognised from the first bytes (the decoders' own sniffers),
-never from a file name or a Content-Type; nothing here decodes the picture.
+never from a file name or a Content-Type (any body that is not multipart is
+the raw picture, whatever its label); nothing here decodes the picture.
 """
 
 from __future__ import annotations
@@ -61,9 +62,8 @@ async def read_upload(request: Request, limit: int, max_fields: int) -> tuple[by
                     raise BadParameter(f"only the 'image' field may be a file, '{key}' is one too")
                 fields[key] = value
         return data, fields
-    if mtype == "application/x-www-form-urlencoded":
-        raise ServiceError("send the picture as multipart/form-data (field 'image') or as the raw request body",
-                           status=415, code="unsupported_media_type")
+    # Anything else is the raw picture, whatever its label: `curl --data-binary @photo.jpg` sends
+    # application/x-www-form-urlencoded, and the content is sniffed anyway (check_image).
     return await _read_raw(request, limit), {}
 
 
@@ -86,7 +86,7 @@ def is_supported_image(prefix: bytes) -> bool:
     return False
 
 
-def check_image(data: bytes) -> None:
+def check_image(data: bytes, content_type: str = "") -> None:
     """Refuse an empty body (400) or bytes no supported decoder recognises (415, naming the format when known)."""
     if not data:
         raise BadParameter("no picture was sent (the body is empty)", code="missing_image")
@@ -97,4 +97,7 @@ def check_image(data: bytes) -> None:
         message = "the file is not an image in a supported format"
     except ImageError as exc:
         message = plain(exc)
+    if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded" and b"=" in data[:256]:
+        message += ("; the body looks like form fields: send the picture as multipart/form-data (field 'image') "
+                    "or as the raw request body")
     raise ServiceError(message, status=415, code="not_an_image")

@@ -140,7 +140,7 @@ def add_routes(app: FastAPI, service: StylizeService) -> None:
         for key, value in fields.items():
             raw.setdefault(key, value)
         params = service.parse_params(raw)
-        check_image(data)
+        check_image(data, request.headers.get("content-type", ""))
         if len(data) > HASH_OFF_LOOP_BYTES:  # hashing megabytes would hold up every other request
             key = await asyncio.to_thread(service.key_for, data, params)
         else:
