@@ -1,0 +1,122 @@
+"""Shared pieces of the server tests: the synthetic models, request helpers, a gated stylizer, a metrics reader."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+from helpers import make_store, photo_like
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("multipart")
+pytest.importorskip("httpx")
+
+with warnings.catch_warnings():  # starlette's notice about httpx2 at import time
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient  # noqa: E402
+
+from animelite.pipeline import Stylizer  # noqa: E402
+from animelite.server import ServerConfig, create_app  # noqa: E402
+
+ERROR_SHAPE = {"error"}
+
+
+def synthetic_models(tmp_path_factory) -> Path:
+    """A models directory with the synthetic styles 'tiny' and 'randv2' (see helpers.make_store)."""
+    return make_store(tmp_path_factory.mktemp("server")).root
+
+
+def jpeg(width: int = 300, height: int = 200, seed: int = 0, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(photo_like(width, height, seed)).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def config(models: Path, **kw) -> ServerConfig:
+    kw.setdefault("default_style", "tiny")
+    kw.setdefault("workers", 1)
+    kw.setdefault("threads", 1)
+    kw.setdefault("preview_size", 128)
+    return ServerConfig(models_dir=models, **kw)
+
+
+def client(cfg: ServerConfig, **kw) -> TestClient:
+    return TestClient(create_app(cfg), **kw)
+
+
+def wait_until(predicate, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+def assert_error(response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == ERROR_SHAPE and set(body["error"]) == {"code", "message"}, body
+    assert body["error"]["code"] == code, body
+    message = body["error"]["message"]
+    assert message and "Traceback" not in message and "File \"" not in message
+    return message
+
+
+class Gate:
+    """A stylizer factory whose stylize() blocks until released: makes queue states deterministic."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = 0
+
+    def factory(self, style, **kwargs):
+        st = Stylizer(style, **kwargs)
+        real = st.stylize
+
+        def gated(image, **kw):
+            self.started += 1
+            assert self.release.wait(20), "gate never released"
+            return real(image, **kw)
+
+        st.stylize = gated
+        return st
+
+
+def timings_of(headers) -> dict:
+    timings = json.loads(headers["x-animelite-timings"])
+    server_timing = dict(re.findall(r"(\w+);dur=([\d.]+)", headers["server-timing"]))
+    assert set(server_timing) == set(timings)
+    return timings
+
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? '
+                     r'(-?[0-9.e+-]+|\+Inf|-Inf|NaN)$')
+
+
+def parse_prometheus(text: str) -> dict[str, list[tuple[str, float]]]:
+    """A strict reader of the text format: every line is a comment or a well-formed sample."""
+    assert text.endswith("\n")
+    types, samples = {}, {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in ("counter", "gauge", "histogram", "summary", "untyped")
+            types[name] = kind
+        elif line.startswith("# HELP ") or not line:
+            continue
+        else:
+            m = _SAMPLE.match(line)
+            assert m, f"malformed metrics line: {line!r}"
+            name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
+            base = re.sub(r"_(bucket|sum|count)$", "", name) if name not in types else name
+            assert base in types, f"{name} has no TYPE line"
+            samples.setdefault(name, []).append((labels, value))
+    return samples
