@@ -120,3 +120,75 @@ def parse_prometheus(text: str) -> dict[str, list[tuple[str, float]]]:
             assert base in types, f"{name} has no TYPE line"
             samples.setdefault(name, []).append((labels, value))
     return samples
+
+
+# ------------------------------------------------------------------ a real server on loopback
+class LiveServer:
+    """The app served by ``animelite serve``'s own listener (uvicorn + its guards) in a thread, on loopback.
+
+    ``url`` is ready after ``with``; leaving the block asks the server to stop as SIGINT would
+    (``should_exit``) and waits for it; ``stopped_in`` is how long that took.
+    """
+
+    def __init__(self, cfg: ServerConfig, app=None):
+        from animelite.server import listener
+
+        self.app = app or create_app(cfg)
+        self.sock = listener.bind("127.0.0.1", 0)
+        self.port = listener.bound_port(self.sock)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = listener.make_server(self.app, cfg, log_level="warning")
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.stopped_in: float | None = None
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        end = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < end and self.thread.is_alive(), "the server did not start"
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> float:
+        t0 = time.monotonic()
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the server did not stop"
+        self.stopped_in = time.monotonic() - t0
+        return self.stopped_in
+
+    def __exit__(self, *exc) -> None:
+        if self.stopped_in is None:
+            self.stop()
+        self.sock.close()
+
+
+def raw_request(port: int, data: bytes, timeout: float = 10.0, source: str = "127.0.0.1") -> bytes:
+    """Send *data* on a fresh connection and read until the server closes it (or *timeout*)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0)) as s:
+        s.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def http_get(url: str, timeout: float = 10.0, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """One request with the standard library (a fresh connection each time)."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()

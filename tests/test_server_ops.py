@@ -20,7 +20,7 @@ from server_helpers import (
     wait_until,
 )
 
-from animelite.server import ConfigError, ServerConfig
+from animelite.server import ConfigError, ServerConfig, create_app
 from animelite.server.config import parse_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with")
@@ -201,3 +201,29 @@ def test_core_package_imports_without_the_server_extra():
             "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'multipart') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_serve_refuses_an_unknown_default_style(capsys, tmp_path, models):
+    """issue 15 #18: it used to start and stay unready forever."""
+    from animelite import cli
+
+    assert cli.main(["--models", str(models), "serve", "--default-style", "nope", "--no-warmup"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown default style 'nope'" in err and "tiny" in err and "hayao" in err
+    assert "yunet" not in err.split("known styles")[1]  # helper models are not styles
+    with pytest.raises(ConfigError):
+        create_app(ServerConfig(models_dir=models, default_style="yunet"))
+
+
+def test_long_names_and_values_are_not_echoed_whole(models):
+    """issue 15 #18: a 60 KB unknown parameter name came back whole in the error."""
+    long = "x" * 60_000
+    with client(config(models, warmup=False)) as c:
+        for r in (c.post(f"/v1/stylize?{long}=1", content=jpeg()),
+                  c.post("/v1/stylize", data={long: "1"}, files={"image": ("p.jpg", jpeg())}),
+                  c.post(f"/v1/stylize?size={long}", content=jpeg()),
+                  c.post(f"/v1/stylize?style={long[:60]}", content=jpeg()),
+                  c.post(f"/v1/stylize?format={long}", content=jpeg()),
+                  c.get(f"/{long}")):
+            message = r.json()["error"]["message"]
+            assert r.status_code in (400, 404) and len(message) < 300 and "x" * 41 not in message, message[:300]

@@ -7,8 +7,8 @@ import ipaddress
 import sys
 
 from ..errors import AnimeliteError
-from .config import ENV_PREFIX, ServerConfig
 from ..styles import DEFAULT_STYLE
+from .config import ENV_PREFIX, ConfigError, ServerConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -21,7 +21,7 @@ def add_serve_parser(sub) -> argparse.ArgumentParser:
                     f"environment variable ({e}HOST, {e}PORT, ...); flags win. Sizes take KB/MB/GB.",
     )
     s.add_argument("--host", help=f"address to listen on (default 127.0.0.1, loopback only; ${e}HOST)")
-    s.add_argument("--port", type=int, help=f"port (default 8000; ${e}PORT)")
+    s.add_argument("--port", type=int, help=f"port (default 8000, 0: any free port; ${e}PORT)")
     s.add_argument("--workers", type=int, help=f"images stylized at once (default: half the cores, 1..4; ${e}WORKERS)")
     s.add_argument("--threads", type=int, help=f"inference threads per image (default: cores / workers; ${e}THREADS)")
     s.add_argument("--queue-size", type=int, help=f"requests that may wait for a worker before 503 (default 8; "
@@ -33,7 +33,8 @@ def add_serve_parser(sub) -> argparse.ArgumentParser:
     s.add_argument("--cache-dir", metavar="DIR", help=f"also keep results on disk in DIR (${e}CACHE_DIR)")
     s.add_argument("--disk-cache-size", dest="disk_cache_bytes", metavar="SIZE",
                    help=f"bound of the disk cache (default 512MB; ${e}DISK_CACHE_BYTES)")
-    s.add_argument("--default-style", help=f"style when a request names none (default {DEFAULT_STYLE}; ${e}DEFAULT_STYLE)")
+    s.add_argument("--default-style",
+                   help=f"style when a request names none (default {DEFAULT_STYLE}; ${e}DEFAULT_STYLE)")
     s.add_argument("--default-size", type=int, help=f"working long side when a request names none (default 512; "
                                                      f"${e}DEFAULT_SIZE)")
     s.add_argument("--max-size", type=int, help=f"largest working long side a request may ask for (default 1024; "
@@ -80,24 +81,33 @@ def cmd_serve(args) -> int:
 
     import logging
 
-    import uvicorn
-
+    from . import listener
     from .app import create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    app = create_app(config)
+    try:
+        app = create_app(config)  # refuses an unknown --default-style
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    try:
+        sock = listener.bind(config.host, config.port)
+    except OSError as exc:
+        _err(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+        return EXIT_FAILED
     try:
         loopback = ipaddress.ip_address(config.host).is_loopback
     except ValueError:
         loopback = config.host == "localhost"
     shown = f"[{config.host}]" if ":" in config.host else config.host
-    print(f"animelite: serving http://{shown}:{config.port}/ (API docs at /docs); "
+    print(f"animelite: serving http://{shown}:{listener.bound_port(sock)}/ (API docs at /docs); "
           f"{config.effective_workers} worker(s) x {config.effective_threads} thread(s), "
-          f"queue {config.queue_size}; Ctrl-C to stop", file=sys.stderr)
+          f"queue {config.queue_size}; Ctrl-C to stop", file=sys.stderr, flush=True)
     if not loopback:
         print(f"animelite: note: listening on {config.host}, reachable from other machines; put a TLS proxy in "
               "front of it for anything beyond a trusted network", file=sys.stderr)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level,
-                limit_concurrency=max(64, 4 * (config.effective_workers + config.queue_size)),
-                timeout_graceful_shutdown=10, server_header=False)
+    try:
+        listener.make_server(app, config, args.log_level).run(sockets=[sock])
+    finally:
+        sock.close()
     return EXIT_OK

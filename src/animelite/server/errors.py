@@ -32,6 +32,7 @@ from ..options import OptionError
 log = logging.getLogger("animelite.server")
 
 UPLOAD_LABEL = "upload"  # what imageio calls the picture in its messages
+SHOWN_CHARS = 40  # the longest piece of a request echoed back in a message
 STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
                 413: "too_large", 415: "unsupported_media_type", 422: "unreadable_image",
                 500: "internal_error", 503: "unavailable", 504: "timeout"}
@@ -78,6 +79,17 @@ class UploadTooLarge(ServiceError):
 # ----------------------------------------------------------------------------- helpers
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` cut to *limit* characters with "...": a request's text is never echoed back whole."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
+    """*text* (a path, say) cut to *limit* characters with "..."."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def plain(exc: Exception) -> str:
@@ -136,7 +148,7 @@ def install(app: FastAPI) -> None:
         status = exc.status_code
         code = STATUS_CODES.get(status, "error")
         if status == 404:
-            message = f"there is nothing at {request.url.path}; the API is described at /docs"
+            message = f"there is nothing at {clipped(request.url.path)}; the API is described at /docs"
         elif status == 405:
             allowed = (exc.headers or {}).get("Allow", "")
             message = (f"{request.method} is not allowed on {request.url.path}"

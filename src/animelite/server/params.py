@@ -24,7 +24,7 @@ from ..options import (DEFAULT_MODE, DEFAULT_PRECISION, FORMAT_ALIASES, FORMAT_M
 from ..store import ModelStore
 from ..styles import Style
 from .config import ServerConfig
-from .errors import BadParameter, ServiceError
+from .errors import BadParameter, ServiceError, shown
 
 PARAM_NAMES = ("style", "size", "format", "quality", "precision", "mode", "faces", "face_style")
 DEFAULT_FORMAT = "jpeg"
@@ -79,7 +79,7 @@ def lookup_style(store: ModelStore, name: str, what: str = "style") -> Style:
             raise StyleError(name)
     except StyleError:
         known = ", ".join(s.name for s in store.styles() if is_style(s) and is_present(store, s))
-        raise BadParameter(f"unknown {what} {name!r}; styles on this server: {known or 'none'}",
+        raise BadParameter(f"unknown {what} {shown(name)}; styles on this server: {known or 'none'}",
                            code="unknown_style") from None
     if not is_present(store, style):
         raise ServiceError(f"the style '{style.name}' is known but its model is not installed on this server",
@@ -91,7 +91,7 @@ def _whole(name: str, raw: str) -> int:
     try:
         return int(raw.strip())
     except (ValueError, AttributeError):
-        raise BadParameter(f"{name} must be a whole number, not {raw!r}") from None
+        raise BadParameter(f"{name} must be a whole number, not {shown(raw)}") from None
 
 
 def _word(raw: str | None, default: str) -> str:
@@ -114,7 +114,7 @@ def parse_params(raw: dict[str, str], config: ServerConfig, store: ModelStore) -
     """The request's parameters from its query/form text, or a 400/404 for what cannot even be parsed."""
     unknown = sorted(set(raw) - set(PARAM_NAMES))
     if unknown:
-        raise BadParameter(f"unknown parameter {unknown[0]!r}; the parameters are: {', '.join(PARAM_NAMES)}")
+        raise BadParameter(f"unknown parameter {shown(unknown[0])}; the parameters are: {', '.join(PARAM_NAMES)}")
     style = lookup_style(store, raw.get("style") or config.default_style)
     size = _whole("size", raw["size"]) if raw.get("size") else config.default_size
     if size > config.max_size:  # the server's own cap (--max-size), below the pipeline's bound
@@ -122,7 +122,7 @@ def parse_params(raw: dict[str, str], config: ServerConfig, store: ModelStore) -
     fmt_raw = _word(raw.get("format"), DEFAULT_FORMAT)
     fmt = FORMAT_ALIASES.get(fmt_raw)
     if fmt is None:
-        raise BadParameter(f"format must be one of jpg, png, webp, not {raw.get('format')!r}")
+        raise BadParameter(f"format must be one of jpg, png, webp, not {shown(raw.get('format'))}")
     # quality is an encoder setting, not a Stylizer option: checked here against the shared bounds
     quality = whole_number("quality", _whole("quality", raw["quality"]), MIN_QUALITY, MAX_QUALITY) \
         if raw.get("quality") else HTTP_DEFAULT_QUALITY

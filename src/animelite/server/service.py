@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any
 
-from ..errors import AnimeliteError, ModelError
+from ..errors import AnimeliteError, ModelError, StyleError
 from ..faces import cv2_available
 from ..faces.stage import DETECTOR_STYLE, resolve_mode
 from ..options import DEFAULT_BACKEND, FACE_MODES, FORMAT_EXTENSIONS, MAX_SESSIONS
@@ -28,10 +28,10 @@ from ..pipeline import Stylizer
 from ..store import ModelStore
 from .admission import Admission
 from .cache import CachedResult, ResultCache, cache_key
-from .config import ServerConfig
-from .errors import UPLOAD_LABEL, TimedOut
+from .config import ConfigError, ServerConfig
+from .errors import UPLOAD_LABEL, TimedOut, shown
 from .metrics import ServerMetrics
-from .params import Params, is_present, lookup_style, parse_params
+from .params import Params, is_present, is_style, lookup_style, parse_params
 
 log = logging.getLogger("animelite.server")
 
@@ -54,6 +54,7 @@ class StylizeService:
         self.config = config
         self.metrics = metrics
         self.store = ModelStore(config.models_dir)
+        self._check_default_style()
         self.admission = Admission(config.effective_workers, config.queue_size, config.timeout, metrics)
         self.workers = config.effective_workers
         self.threads = config.effective_threads
@@ -68,6 +69,17 @@ class StylizeService:
         self.sample = resources.files("animelite.server").joinpath("static/sample.png").read_bytes()
         self.ready = False
         self.ready_reason = "starting: loading the default style"
+
+    def _check_default_style(self) -> None:
+        """An unknown default style is a setting error (ConfigError), not a server that is never ready."""
+        name = self.config.default_style
+        try:
+            style = self.store.style(name)
+        except StyleError:
+            style = None
+        if style is None or not is_style(style):
+            known = ", ".join(sorted(s.name for s in self.store.styles() if is_style(s)))
+            raise ConfigError(f"unknown default style {shown(name)}; known styles: {known or 'none'}")
 
     # ---------------------------------------------------------------- lifecycle
     def start_warmup(self) -> None:

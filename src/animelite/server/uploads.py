@@ -11,7 +11,7 @@ from fastapi import Request
 
 from .. import imageio
 from ..errors import ImageError
-from .errors import UPLOAD_LABEL, BadParameter, ServiceError, UploadTooLarge, plain
+from .errors import UPLOAD_LABEL, BadParameter, ServiceError, UploadTooLarge, plain, shown
 
 MULTIPART_SLACK = 64 * 1024  # form boundaries and small fields around the image
 
@@ -59,7 +59,7 @@ async def read_upload(request: Request, limit: int, max_fields: int) -> tuple[by
                 if key == "image":
                     continue
                 if not isinstance(value, str):
-                    raise BadParameter(f"only the 'image' field may be a file, '{key}' is one too")
+                    raise BadParameter(f"only the 'image' field may be a file, {shown(key)} is one too")
                 fields[key] = value
         return data, fields
     # Anything else is the raw picture, whatever its label: `curl --data-binary @photo.jpg` sends

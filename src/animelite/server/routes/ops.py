@@ -32,10 +32,12 @@ def add_routes(app: FastAPI, service: StylizeService) -> None:
     config, metrics = service.config, service.metrics
     router = APIRouter(tags=["operations"])
 
+    @router.head("/healthz", include_in_schema=False)  # load balancers probe with HEAD too
     @router.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    @router.head("/readyz", include_in_schema=False)
     @router.get("/readyz", summary="Readiness: the default style is loaded and warm")
     async def readyz() -> JSONResponse:
         admission = service.admission

@@ -1,0 +1,94 @@
+"""A real server on loopback (the listener ``animelite serve`` uses): protocol-level behaviour.
+
+Each test is bounded in time and in connections; nothing leaves 127.0.0.x.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from server_helpers import LiveServer, config, http_get, raw_request, synthetic_models
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with")
+pytest.importorskip("uvicorn")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    return synthetic_models(tmp_path_factory)
+
+
+def serve(models: Path, *args: str) -> subprocess.Popen:
+    """``animelite serve`` as a child process (stderr piped, text)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env.pop("ANIMELITE_PORT", None)
+    cmd = [sys.executable, "-m", "animelite", "--models", str(models), "serve", "--default-style", "tiny",
+           "--workers", "1", "--threads", "1", "--log-level", "warning", *args]
+    return subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+
+
+def serving_port(proc: subprocess.Popen, timeout: float = 30.0) -> int:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        line = proc.stderr.readline()
+        if not line:
+            raise AssertionError(f"serve exited ({proc.wait(5)}) before serving")
+        m = re.search(r"serving http://127\.0\.0\.1:(\d+)/", line)
+        if m:
+            return int(m.group(1))
+    raise AssertionError("no 'serving' line")
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 30.0) -> tuple[int, float]:
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        code = proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return code, time.monotonic() - t0
+
+
+# ------------------------------------------------------------------ issue 15 #18: serve and HEAD
+def test_head_healthz_answers_200_without_a_body(models):
+    with LiveServer(config(models, warmup=False)) as srv:
+        answer = raw_request(srv.port, b"HEAD /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert body == b""
+        status, _, _ = http_get(srv.url + "/readyz", method="HEAD")
+        assert status == 200
+
+
+def test_serve_port_0_prints_the_bound_port_once_listening(models):
+    proc = serve(models, "--port", "0", "--no-warmup")
+    try:
+        port = serving_port(proc)
+        assert port != 0
+        status, _, body = http_get(f"http://127.0.0.1:{port}/healthz")  # listening as soon as announced
+        assert status == 200 and b'"ok"' in body
+    finally:
+        code, _ = stop(proc)
+    assert code in (0, 130), proc.stderr.read()
+
+
+def test_serve_on_a_port_in_use_fails_before_announcing(models):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        proc = serve(models, "--port", str(taken.getsockname()[1]), "--no-warmup")
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "cannot listen on 127.0.0.1" in err and "serving" not in err
