@@ -7,6 +7,7 @@ import ipaddress
 import sys
 
 from ..errors import AnimeliteError
+from ..options import BACKENDS, DEFAULT_BACKEND, DEFAULT_MAX_PIXELS, DEFAULT_SIZE
 from ..styles import DEFAULT_STYLE
 from .config import ENV_PREFIX, ConfigError, ServerConfig
 
@@ -35,17 +36,19 @@ def add_serve_parser(sub) -> argparse.ArgumentParser:
                    help=f"bound of the disk cache (default 512MB; ${e}DISK_CACHE_BYTES)")
     s.add_argument("--default-style",
                    help=f"style when a request names none (default {DEFAULT_STYLE}; ${e}DEFAULT_STYLE)")
-    s.add_argument("--default-size", type=int, help=f"working long side when a request names none (default 512; "
-                                                     f"${e}DEFAULT_SIZE)")
+    s.add_argument("--default-size", type=int,
+                   help=f"working long side when a request names none (default {DEFAULT_SIZE}; ${e}DEFAULT_SIZE)")
     s.add_argument("--max-size", type=int, help=f"largest working long side a request may ask for (default 1024; "
                                                 f"${e}MAX_SIZE)")
     s.add_argument("--max-upload", dest="max_upload_bytes", metavar="SIZE",
                    help=f"largest upload (default 20MB; ${e}MAX_UPLOAD_BYTES)")
-    s.add_argument("--max-pixels", type=int, help=f"largest image in pixels (default 50000000; ${e}MAX_PIXELS)")
+    s.add_argument("--max-pixels", type=int,
+                   help=f"largest image in pixels (default {DEFAULT_MAX_PIXELS}; ${e}MAX_PIXELS)")
     s.add_argument("--cors-origin", dest="cors_origins", action="append", metavar="ORIGIN",
                    help=f"allow this origin to call the API from a browser (repeatable; default none: CORS off; "
                         f"${e}CORS_ORIGINS, comma-separated)")
-    s.add_argument("--backend", help=f"inference backend for every request (default onnxruntime; ${e}BACKEND)")
+    s.add_argument("--backend", choices=BACKENDS,
+                   help=f"inference backend for every request (default {DEFAULT_BACKEND}; ${e}BACKEND)")
     s.add_argument("--no-warmup", dest="warmup", action="store_const", const=False,
                    help="do not load the default style at startup (/readyz then only checks that it is installed)")
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..engine import default_threads
 from ..errors import AnimeliteError
-from ..imageio import DEFAULT_MAX_PIXELS
+from ..options import BACKENDS, DEFAULT_MAX_PIXELS, DEFAULT_SIZE, MIN_SIZE, MODELS_ENV
 from ..styles import DEFAULT_STYLE
 
 ENV_PREFIX = "ANIMELITE_"
@@ -50,13 +50,13 @@ class ServerConfig:
     disk_cache_bytes: int = 512 * 1024 * 1024
     models_dir: Path | None = None  # None: $ANIMELITE_MODELS or the per-user cache
     default_style: str = DEFAULT_STYLE
-    default_size: int = 512
+    default_size: int = DEFAULT_SIZE
     max_size: int = 1024  # largest working long side a request may ask for
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
     cors_origins: tuple[str, ...] = ()  # empty: no CORS headers at all
     warmup: bool = True  # load the default style and render previews at startup
-    backend: str = ""  # inference backend for every request ("": the pipeline's default); see engine.BACKENDS
+    backend: str = ""  # inference backend for every request ("": the pipeline's default); see options.BACKENDS
     preview_size: int = 256
     # Test and embedding hook, never set from the environment: called as
     # factory(style, **kwargs) instead of animelite.pipeline.Stylizer(style, **kwargs).
@@ -84,16 +84,15 @@ class ServerConfig:
         need(math.isfinite(self.timeout) and self.timeout > 0, f"timeout must be above 0 seconds, got {self.timeout!r}")
         need(self.cache_bytes >= 0, "cache size must not be negative")
         need(self.disk_cache_bytes >= 0, "disk cache size must not be negative")
-        need(64 <= self.max_size <= 4096, f"max size must be 64..4096, got {self.max_size!r}")
-        need(64 <= self.default_size <= self.max_size,
-             f"default size must be 64..max size ({self.max_size}), got {self.default_size!r}")
-        need(64 <= self.preview_size <= 1024, f"preview size must be 64..1024, got {self.preview_size!r}")
+        need(MIN_SIZE <= self.max_size <= 4096, f"max size must be {MIN_SIZE}..4096, got {self.max_size!r}")
+        need(MIN_SIZE <= self.default_size <= self.max_size,
+             f"default size must be {MIN_SIZE}..max size ({self.max_size}), got {self.default_size!r}")
+        need(MIN_SIZE <= self.preview_size <= 1024,
+             f"preview size must be {MIN_SIZE}..1024, got {self.preview_size!r}")
         need(self.max_upload_bytes >= 1024, "the upload limit must be at least 1 KB")
         need(self.max_pixels >= 4096, "the pixel limit must be at least 4096")
-        from .. import engine
-
-        need(not self.backend or self.backend in engine.BACKENDS,
-             f"backend must be one of {', '.join(engine.BACKENDS)}, got {self.backend!r}")
+        need(not self.backend or self.backend in BACKENDS,
+             f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         for origin in self.cors_origins:
             need(origin == "*" or origin.startswith(("http://", "https://")),
                  f"CORS origin {origin!r} must be '*' or start with http:// or https://")
@@ -110,7 +109,7 @@ class ServerConfig:
                 continue
             name = ENV_PREFIX + f.name.upper()
             # ANIMELITE_MODELS is the models directory everywhere else in animelite
-            raw = environ.get(name) if f.name != "models_dir" else environ.get(ENV_PREFIX + "MODELS")
+            raw = environ.get(name) if f.name != "models_dir" else environ.get(MODELS_ENV)
             if raw is None or raw.strip() == "":
                 continue
             values[f.name] = _parse(f.name, raw.strip(), name)
