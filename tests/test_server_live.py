@@ -5,6 +5,7 @@ Each test is bounded in time and in connections; nothing leaves 127.0.0.x.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from server_helpers import LiveServer, config, http_get, raw_request, synthetic_models
+from server_helpers import LiveServer, config, http_get, jpeg, raw_request, synthetic_models
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with")
 pytest.importorskip("uvicorn")
@@ -92,3 +93,55 @@ def test_serve_on_a_port_in_use_fails_before_announcing(models):
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "cannot listen on 127.0.0.1" in err and "serving" not in err
+
+
+# ------------------------------------------------------------------ issue 15 #7: a client hangs up mid-upload
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("multipart", [False, True])
+def test_client_hanging_up_mid_upload_is_a_499_not_a_500(models, multipart):
+    import socket
+
+    data = jpeg(600, 400, seed=70)
+    if multipart:
+        boundary = "b0undary"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\n"
+                "Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        ctype = f"multipart/form-data; boundary={boundary}"
+    else:
+        body, ctype = data, "image/jpeg"
+    head = (f"POST /v1/stylize?size=64 HTTP/1.1\r\nHost: t\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    records = Records()
+    watched = [logging.getLogger(n) for n in ("animelite.server", "uvicorn.error")]
+    levels = [lg.level for lg in watched]
+    for lg in watched:
+        lg.addHandler(records)
+        lg.setLevel(logging.INFO)
+    try:
+        with LiveServer(config(models, warmup=False)) as srv:
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+                s.sendall(head + body[: len(body) // 3])
+                time.sleep(0.2)  # the app is reading the body now
+            end = time.monotonic() + 10
+            while 'status="499"' not in http_get(srv.url + "/metrics")[2].decode():
+                assert time.monotonic() < end, "the hang-up was never counted"
+                time.sleep(0.05)
+            metrics = http_get(srv.url + "/metrics")[2].decode()
+    finally:
+        for lg, level in zip(watched, levels):
+            lg.removeHandler(records)
+            lg.setLevel(level)
+    assert re.search(r'animelite_http_requests_total\{method="POST",route="/v1/stylize",status="499"\} 1', metrics)
+    assert 'status="500"' not in metrics
+    lines = [r for r in records.records if r.levelno >= logging.INFO and "hung up" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info is None
+    assert not [r for r in records.records if r.levelno >= logging.ERROR or r.exc_info], \
+        [r.getMessage() for r in records.records]

@@ -12,6 +12,8 @@ mapping, in one table (:func:`service_error` and :func:`install`):
 - too many pixels -> 413, any other unreadable picture -> 422;
 - a model that cannot be loaded: 503 ``model_unavailable``;
 - FastAPI's own 404/405/validation errors keep their status with our shape;
+- a client that hangs up before its request is complete: one log line and
+  the status label 499 in ``/metrics`` (not a 500 with a traceback);
 - anything else: 500 with no details.
 """
 
@@ -21,8 +23,9 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .. import imageio
 from ..errors import AnimeliteError, ImageError, ModelError, StyleError
@@ -33,6 +36,7 @@ log = logging.getLogger("animelite.server")
 
 UPLOAD_LABEL = "upload"  # what imageio calls the picture in its messages
 SHOWN_CHARS = 40  # the longest piece of a request echoed back in a message
+CLIENT_CLOSED = 499  # nginx's "client closed request": the status label in /metrics; nobody receives it
 STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
                 413: "too_large", 415: "unsupported_media_type", 422: "unreadable_image",
                 500: "internal_error", 503: "unavailable", 504: "timeout"}
@@ -164,6 +168,14 @@ def install(app: FastAPI) -> None:
             where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body"))
             problems.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
         return error_response(400, "bad_parameter", "invalid request: " + "; ".join(problems))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, _exc: ClientDisconnect):
+        # Not a server error: one line in the log, "499" in the request metrics, no answer (nobody is listening).
+        who = request.client.host if request.client else "a client"
+        log.info("%s hung up during %s %s before sending the whole request", who, request.method,
+                 clipped(request.url.path))
+        return Response(status_code=CLIENT_CLOSED)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
