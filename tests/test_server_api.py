@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import io
 from pathlib import Path
 
@@ -230,3 +231,28 @@ def test_faces_that_cannot_run_are_refused_not_ignored(models, monkeypatch):
                            400, "faces_unavailable")
         assert "faces=off" in msg or "faces off" in msg
         assert c.post("/v1/stylize?size=64&face_style=randv2&faces=off", content=jpeg(seed=52)).status_code == 200
+
+
+# ------------------------------------------------------------------ issue 15 #11: permanent vs passing load errors
+def test_a_permanent_load_error_is_a_4xx_with_the_reason(models):
+    """precision=int8 for a style without an INT8 model used to be 503 "right now"."""
+    with client(config(models, warmup=False)) as c:
+        r = c.post("/v1/stylize?size=64&precision=int8", content=jpeg(seed=80))
+        msg = assert_error(r, 422, "model_unavailable")
+    assert "INT8" in msg and "models quantize tiny" in msg and "retry-after" not in r.headers
+    assert str(models) not in msg
+
+
+@pytest.mark.parametrize("cause,status", [(MemoryError(), 503), (OSError(errno.EMFILE, "Too many open files"), 503),
+                                          (OSError(errno.EISDIR, "Is a directory"), 422), (None, 422)])
+def test_load_errors_are_503_only_when_passing(models, cause, status):
+    from animelite.errors import ModelError
+
+    def factory(style, **kwargs):
+        raise ModelError(f"{models}/tiny.onnx: cannot load") from cause
+
+    with client(config(models, warmup=False, stylizer_factory=factory)) as c:
+        r = c.post("/v1/stylize?size=64", content=jpeg(seed=81))
+        msg = assert_error(r, status, "model_unavailable")
+    assert str(models) not in msg and "tiny" in msg
+    assert ("retry-after" in r.headers) == (status == 503)

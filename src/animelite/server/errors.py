@@ -10,7 +10,10 @@ mapping, in one table (:func:`service_error` and :func:`install`):
   that is not installed is found before, by the style lookup: 404);
 - face enhancement not installed (``FacesUnavailable``) -> 400 ``faces_unavailable``;
 - too many pixels -> 413, any other unreadable picture -> 422;
-- a model that cannot be loaded: 503 ``model_unavailable``;
+- a model that cannot be loaded: 503 + ``Retry-After`` only when the cause
+  passes (memory, file handles: :func:`is_transient`), else 422
+  ``model_unavailable`` with the reason: a permanent condition (e.g. no INT8
+  model for that style) is not "try again later";
 - FastAPI's own 404/405/validation errors keep their status with our shape;
 - a client that hangs up before its request is complete: one log line and
   the status label 499 in ``/metrics`` (not a 500 with a traceback);
@@ -19,7 +22,9 @@ mapping, in one table (:func:`service_error` and :func:`install`):
 
 from __future__ import annotations
 
+import errno
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -106,6 +111,37 @@ def plain(exc: Exception) -> str:
     return "the file " + rest if rest.startswith(("is ", "looks ")) else rest
 
 
+_PATH = re.compile(r"(?<![\w.~])(?:/[^\s'\"`,;:()]+)+")
+
+
+def scrub_paths(text: str) -> str:
+    """*text* with every absolute path cut to its last part: the server's paths stay in its log."""
+    return _PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1] or "/", text)
+
+
+_TRANSIENT_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.EBUSY, errno.ETXTBSY}
+_TRANSIENT_WORDS = ("bad_alloc", "bad allocation", "failed to allocate", "out of memory")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure comes from a passing shortage (memory, file handles) rather than from the files or options.
+
+    Follows the chain of causes: a ModelError raised from a MemoryError or an
+    EMFILE OSError is transient, one raised because a file is missing, corrupt
+    or was never made (no INT8 model) is not.
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, MemoryError) or (isinstance(cur, OSError) and cur.errno in _TRANSIENT_ERRNOS):
+            return True
+        if any(word in str(cur).lower() for word in _TRANSIENT_WORDS):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 # ----------------------------------------------------------------------------- the mapping
 def service_error(exc: Exception, *, style: str | None = None, precision: str | None = None) -> ServiceError:
     """The answer for an exception raised while serving a request (*style*/*precision*: what it asked for)."""
@@ -129,8 +165,13 @@ def service_error(exc: Exception, *, style: str | None = None, precision: str | 
                             code="faces_unavailable")
     if isinstance(exc, ModelError):
         how = f" at precision {precision}" if precision and precision != "fp32" else ""
-        return ServiceError(f"the style '{style}' cannot be used{how} right now (its model failed to "
-                            "load); the server log has the details", status=503, code="model_unavailable")
+        name = f"the style '{style}'" if style else "the style"
+        if is_transient(exc):
+            return ServiceError(f"{name} cannot be used{how} right now (the server is short of memory or file "
+                                "handles); please try again shortly", status=503, code="model_unavailable",
+                                headers={"Retry-After": "5"})
+        return ServiceError(f"{name} cannot be used{how} on this server: {scrub_paths(str(exc))}",
+                            status=422, code="model_unavailable")
     return ServiceError(f"the picture could not be stylized ({type(exc).__name__}); the server log has "
                         "the details", status=500, code="pipeline_error")
 

@@ -40,8 +40,8 @@ IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "style not installed on this server"},
     413: {"description": "upload or pixel count above the limit"},
     415: {"description": "not an image in a supported format"},
-    422: {"description": "truncated or corrupt image"},
-    503: {"description": "busy (queue full): retry after `Retry-After` seconds"},
+    422: {"description": "truncated or corrupt image, or a model this server cannot load (the reason says why)"},
+    503: {"description": "busy (queue full) or short of memory: retry after `Retry-After` seconds"},
     504: {"description": "took longer than the server's time limit"},
 }
 
