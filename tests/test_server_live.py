@@ -136,7 +136,7 @@ def test_client_hanging_up_mid_upload_is_a_499_not_a_500(models, multipart):
                 time.sleep(0.05)
             metrics = http_get(srv.url + "/metrics")[2].decode()
     finally:
-        for lg, level in zip(watched, levels):
+        for lg, level in zip(watched, levels, strict=True):
             lg.removeHandler(records)
             lg.setLevel(level)
     assert re.search(r'animelite_http_requests_total\{method="POST",route="/v1/stylize",status="499"\} 1', metrics)
