@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import re
 import statistics
 import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from server_helpers import (
     client,
     config,
@@ -85,3 +87,33 @@ def test_disk_cache_survives_a_restart(models, tmp_path):
         assert again.headers["x-animelite-cache"] == "disk" and again.content == first.content
         assert "inference" not in timings_of(again.headers)  # nothing was run
         assert c.post("/v1/stylize?size=96", content=data).headers["x-animelite-cache"] == "hit"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "header", "empty"])
+def test_a_damaged_disk_entry_is_dropped_not_served(models, tmp_path, damage):
+    """issue 15 #13: a truncated entry was served as 200 with a truncated JPEG."""
+    cfg = config(models, cache_dir=tmp_path / "cache", warmup=False)
+    data = jpeg(seed=90)
+    with client(cfg) as c:
+        first = c.post("/v1/stylize?size=96", content=data)
+        assert first.status_code == 200
+    (entry,) = (tmp_path / "cache").rglob("*.res")
+    raw = entry.read_bytes()
+    if damage == "truncate":
+        entry.write_bytes(raw[:-100])
+    elif damage == "flip":
+        entry.write_bytes(raw[:-50] + bytes([raw[-50] ^ 0xFF]) + raw[-49:])
+    elif damage == "header":
+        entry.write_bytes(raw[:30])
+    else:
+        entry.write_bytes(b"")
+    (entry.parent / f".{entry.name}.0123abcd.tmp").write_bytes(b"half")  # a write cut short
+    with client(cfg) as c:
+        again = c.post("/v1/stylize?size=96", content=data)
+        assert again.status_code == 200 and again.headers["x-animelite-cache"] == "miss"  # made again
+        assert again.content == first.content
+        Image.open(io.BytesIO(again.content)).load()  # a whole picture
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+    with client(cfg) as c:  # rewritten whole: served from disk again
+        third = c.post("/v1/stylize?size=96", content=data)
+        assert third.headers["x-animelite-cache"] == "disk" and third.content == first.content
