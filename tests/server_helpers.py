@@ -181,14 +181,19 @@ def raw_request(port: int, data: bytes, timeout: float = 10.0, source: str = "12
     return b"".join(chunks)
 
 
-def http_get(url: str, timeout: float = 10.0, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+def http_get(url: str, timeout: float = 10.0, method: str = "GET", data: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     """One request with the standard library (a fresh connection each time)."""
     import urllib.error
     import urllib.request
 
-    req = urllib.request.Request(url, method=method)
+    req = urllib.request.Request(url, method=method, data=data, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def http_post(url: str, data: bytes, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+    return http_get(url, timeout, "POST", data, {"Content-Type": "application/octet-stream"})

@@ -11,11 +11,22 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from server_helpers import LiveServer, config, http_get, jpeg, raw_request, synthetic_models
+from server_helpers import (
+    Gate,
+    LiveServer,
+    config,
+    http_get,
+    http_post,
+    jpeg,
+    raw_request,
+    synthetic_models,
+    wait_until,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with")
 pytest.importorskip("uvicorn")
@@ -79,8 +90,10 @@ def test_serve_port_0_prints_the_bound_port_once_listening(models):
         status, _, body = http_get(f"http://127.0.0.1:{port}/healthz")  # listening as soon as announced
         assert status == 200 and b'"ok"' in body
     finally:
-        code, _ = stop(proc)
-    assert code in (0, 130), proc.stderr.read()
+        code, took = stop(proc, signal.SIGTERM)
+    err = proc.stderr.read()
+    assert code == 0 and "animelite: stopped" in err, err  # a drained stop is a clean exit
+    assert took < 5, f"an idle server took {took:.1f} s to stop"
 
 
 def test_serve_on_a_port_in_use_fails_before_announcing(models):
@@ -145,3 +158,54 @@ def test_client_hanging_up_mid_upload_is_a_499_not_a_500(models, multipart):
     assert len(lines) == 1 and lines[0].exc_info is None
     assert not [r for r in records.records if r.levelno >= logging.ERROR or r.exc_info], \
         [r.getMessage() for r in records.records]
+
+
+# ------------------------------------------------------------------ issue 15 #12: stopping with requests queued
+def _post_in_thread(url: str, data: bytes, out: dict, name: str) -> threading.Thread:
+    def run():
+        t0 = time.monotonic()
+        status, headers, body = http_post(url, data)
+        out[name] = (status, headers, body, time.monotonic())
+        out[name + "_took"] = time.monotonic() - t0
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("job_seconds,grace", [(1.0, 5.0), (None, 1.5)])
+def test_stop_answers_queued_requests_at_once_and_lets_running_ones_finish(models, job_seconds, grace):
+    """Ctrl-C with requests queued: they got 500 after a 10 s grace and the exit took 20 s.
+
+    job_seconds None: the running job outlasts the grace, and is answered 503 when the grace ends.
+    """
+    gate = Gate()
+    cfg = config(models, warmup=False, workers=1, queue_size=4, shutdown_grace=grace, stylizer_factory=gate.factory)
+    out: dict = {}
+    try:
+        with LiveServer(cfg) as srv:
+            admission = srv.app.state.service.admission
+            threads = [_post_in_thread(srv.url + "/v1/stylize?size=64", jpeg(seed=100), out, "running")]
+            wait_until(lambda: admission.running == 1)
+            threads += [_post_in_thread(srv.url + "/v1/stylize?size=64", jpeg(seed=101 + i), out, f"queued{i}")
+                        for i in range(3)]
+            wait_until(lambda: admission.queue_depth == 3)
+            if job_seconds is not None:
+                threading.Timer(job_seconds, gate.release.set).start()
+            t_stop = time.monotonic()
+            took = srv.stop()
+            for t in threads:
+                t.join(10)
+    finally:
+        gate.release.set()
+    for i in range(3):
+        status, headers, body, at = out[f"queued{i}"]
+        assert status == 503 and b"shutting_down" in body, body
+        assert at - t_stop < 0.5, f"queued request answered {at - t_stop:.2f} s after the stop began"
+    status, _, body, at = out["running"]
+    if job_seconds is not None:
+        assert status == 200, body
+        assert took < job_seconds + 1.0, f"stopping took {took:.2f} s"
+    else:
+        assert status == 503 and b"could not finish" in body, body
+        assert took < grace + 1.0, f"stopping took {took:.2f} s"

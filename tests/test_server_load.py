@@ -93,3 +93,14 @@ def test_retry_after_is_sane(models):
         admission = c.app.state.service.admission
         assert 1 <= admission.retry_after() <= 60
         assert math.isfinite(admission.average_job_seconds)
+
+
+def test_draining_refuses_new_work_and_is_not_ready(models):
+    with client(config(models, warmup=False)) as c:
+        assert c.post("/v1/stylize?size=64", content=jpeg(seed=24)).status_code == 200
+        c.app.state.service.begin_shutdown()
+        r = c.post("/v1/stylize?size=64", content=jpeg(seed=25))
+        assert "shutting down" in assert_error(r, 503, "shutting_down") and r.headers["retry-after"]
+        assert c.get("/readyz").status_code == 503 and c.get("/readyz").json()["reason"] == "shutting down"
+        assert c.get("/healthz").status_code == 200
+        assert 'animelite_rejected_total{reason="shutdown"} 1' in c.get("/metrics").text

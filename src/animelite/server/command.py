@@ -29,6 +29,9 @@ def add_serve_parser(sub) -> argparse.ArgumentParser:
                                                   f"${e}QUEUE_SIZE)")
     s.add_argument("--timeout", type=float, help=f"seconds per request, waiting included, before 504 (default 60; "
                                                  f"${e}TIMEOUT)")
+    s.add_argument("--shutdown-grace", type=float, metavar="SECONDS",
+                   help=f"on Ctrl-C/SIGTERM, how long running pictures may finish; waiting ones get 503 at once "
+                        f"(default 10; ${e}SHUTDOWN_GRACE)")
     s.add_argument("--cache-size", dest="cache_bytes", metavar="SIZE",
                    help=f"in-memory results cache, in bytes (default 64MB, 0 disables; ${e}CACHE_BYTES)")
     s.add_argument("--cache-dir", metavar="DIR", help=f"also keep results on disk in DIR (${e}CACHE_DIR)")
@@ -61,7 +64,7 @@ def _err(msg: str) -> None:
 
 
 def config_from_args(args) -> ServerConfig:
-    keys = ("host", "port", "workers", "threads", "queue_size", "timeout", "cache_bytes", "cache_dir",
+    keys = ("host", "port", "workers", "threads", "queue_size", "timeout", "shutdown_grace", "cache_bytes", "cache_dir",
             "disk_cache_bytes", "default_style", "default_size", "max_size", "max_upload_bytes", "max_pixels",
             "cors_origins", "warmup", "backend")
     overrides = {k: getattr(args, k, None) for k in keys}
@@ -113,4 +116,5 @@ def cmd_serve(args) -> int:
         listener.make_server(app, config, args.log_level).run(sockets=[sock])
     finally:
         sock.close()
+    print("animelite: stopped", file=sys.stderr)
     return EXIT_OK

@@ -45,6 +45,7 @@ class ServerConfig:
     threads: int = 0  # inference threads per image; 0: cores / workers
     queue_size: int = 8  # requests allowed to wait for a worker; beyond that: 503 + Retry-After
     timeout: float = 60.0  # per request, queue wait included; beyond that: 504
+    shutdown_grace: float = 10.0  # on Ctrl-C/SIGTERM: how long running jobs may finish (waiting ones get 503 at once)
     cache_bytes: int = 64 * 1024 * 1024  # in-memory results cache bound (0 disables)
     cache_dir: Path | None = None  # optional on-disk results cache
     disk_cache_bytes: int = 512 * 1024 * 1024
@@ -82,6 +83,8 @@ class ServerConfig:
         need(0 <= self.threads <= 256, f"threads must be 1..256 (0: automatic), got {self.threads!r}")
         need(0 <= self.queue_size <= 100_000, f"queue size must be 0..100000, got {self.queue_size!r}")
         need(math.isfinite(self.timeout) and self.timeout > 0, f"timeout must be above 0 seconds, got {self.timeout!r}")
+        need(math.isfinite(self.shutdown_grace) and 0 <= self.shutdown_grace <= 3600,
+             f"shutdown grace must be 0..3600 seconds, got {self.shutdown_grace!r}")
         need(self.cache_bytes >= 0, "cache size must not be negative")
         need(self.disk_cache_bytes >= 0, "disk cache size must not be negative")
         need(MIN_SIZE <= self.max_size <= 4096, f"max size must be {MIN_SIZE}..4096, got {self.max_size!r}")
@@ -127,6 +130,7 @@ class ServerConfig:
 
 _INTS = {"port", "workers", "threads", "queue_size", "default_size", "max_size", "max_pixels", "preview_size"}
 _BYTES = {"cache_bytes", "disk_cache_bytes", "max_upload_bytes"}
+_FLOATS = {"timeout", "shutdown_grace"}
 
 
 def parse_bytes(text: str) -> int:
@@ -157,7 +161,7 @@ def _parse(field_name: str, raw: str, env_name: str) -> Any:
             return int(raw)
         if field_name in _BYTES:
             return parse_bytes(raw)
-        if field_name == "timeout":
+        if field_name in _FLOATS:
             return float(raw)
         if field_name == "warmup":
             low = raw.lower()

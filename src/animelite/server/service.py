@@ -98,7 +98,7 @@ class StylizeService:
         self._render_preview(style.name, queue_wait=queue_wait)
 
     def _warm_done(self, fut: concurrent.futures.Future) -> None:
-        if fut.cancelled():
+        if fut.cancelled() or self.admission.draining:
             self.ready_reason = "shutting down"
             return
         exc = fut.exception()
@@ -121,6 +121,12 @@ class StylizeService:
             self.metrics.ready.set(1)
         else:
             self.ready_reason = f"the default style '{self.config.default_style}' is not installed"
+
+    def begin_shutdown(self) -> None:
+        """The server was asked to stop: not ready, no new work, waiting jobs answered now (see Admission.drain)."""
+        self.ready, self.ready_reason = False, "shutting down"
+        self.metrics.ready.set(0)
+        self.admission.drain(self.config.shutdown_grace)
 
     def shutdown(self) -> None:
         self.admission.close()
