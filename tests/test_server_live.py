@@ -5,10 +5,12 @@ Each test is bounded in time and in connections; nothing leaves 127.0.0.x.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -209,3 +211,147 @@ def test_stop_answers_queued_requests_at_once_and_lets_running_ones_finish(model
     else:
         assert status == 503 and b"could not finish" in body, body
         assert took < grace + 1.0, f"stopping took {took:.2f} s"
+
+
+# ------------------------------------------------------------------ issue 15 #3: slow clients
+STALLED_BODY = (b"POST /v1/stylize HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n"
+                b"\xff\xd8")
+
+
+def stalled(port: int, first_bytes: bytes, source: str = "127.0.0.1") -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    if first_bytes:
+        s.sendall(first_bytes)
+    return s
+
+
+def answer_of(s: socket.socket, timeout: float = 10.0) -> tuple[int, dict, float]:
+    """The status and JSON body the server sends before closing, and when it closed (monotonic)."""
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    closed_at = time.monotonic()
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/1.1 ") else 0
+    return status, (json.loads(body) if body.startswith(b"{") else {}), closed_at
+
+
+def slow_config(models: Path, **kw):
+    kw.setdefault("header_timeout", 0.6)
+    kw.setdefault("body_timeout", 1.0)
+    return config(models, warmup=False, **kw)
+
+
+def metric(url: str, line: str) -> float:
+    text = http_get(url + "/metrics")[2].decode()
+    m = re.search("^" + re.escape(line) + r" (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_stalled_headers_get_a_json_408_and_are_closed(models):
+    with LiveServer(slow_config(models)) as srv:
+        t0 = time.monotonic()
+        socks = [stalled(srv.port, b"POST /v1/sty"), stalled(srv.port, b""),
+                 stalled(srv.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n")]
+        for s in socks:
+            status, body, closed_at = answer_of(s)
+            assert status == 408 and body["error"]["code"] == "header_timeout", body
+            assert 0.5 < closed_at - t0 < 3.0
+        assert metric(srv.url, 'animelite_connections_dropped_total{reason="header_timeout"}') == 3
+        assert http_get(srv.url + "/healthz")[0] == 200
+
+
+def test_70_stalled_uploads_leave_healthz_answering_and_get_a_json_408(models):
+    """~70 connections sending headers and 2 body bytes made every answer a plain-text 503 for as long as they
+    stayed; now /healthz answers throughout and each stalled upload gets 408 after the body timeout."""
+    with LiveServer(slow_config(models, body_timeout=1.5, max_client_connections=10)) as srv:
+        t0 = time.monotonic()
+        socks = [stalled(srv.port, STALLED_BODY, source=f"127.0.0.{2 + i % 8}") for i in range(70)]
+        time.sleep(0.3)
+        latencies = []
+        while time.monotonic() - t0 < 1.2:  # all 70 are held now
+            a = time.monotonic()
+            status, _, body = http_get(srv.url + "/healthz", timeout=2)
+            latencies.append(time.monotonic() - a)
+            assert status == 200 and b'"ok"' in body
+        assert max(latencies) < 0.5, latencies
+        for s in socks:
+            status, body, closed_at = answer_of(s)
+            assert status == 408 and body["error"]["code"] == "body_timeout", body
+            assert closed_at - t0 < 5.0
+        assert metric(srv.url, 'animelite_connections_dropped_total{reason="body_timeout"}') == 70
+        assert metric(srv.url, 'animelite_http_requests_total{method="POST",route="/v1/stylize",status="408"}') == 70
+        assert http_get(srv.url + "/healthz")[0] == 200
+
+
+def test_a_client_over_its_connection_cap_gets_503_but_health_checks_pass(models):
+    with LiveServer(slow_config(models, body_timeout=3.0, max_client_connections=4)) as srv:
+        held = [stalled(srv.port, STALLED_BODY, source="127.0.0.3") for _ in range(4)]
+        time.sleep(0.2)
+        over = stalled(srv.port, b"POST /v1/stylize?size=64 HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc",
+                       source="127.0.0.3")
+        status, body, _ = answer_of(over)
+        assert status == 503 and body["error"]["code"] == "too_many_connections", body
+        assert "more than 4 connections" in body["error"]["message"]
+        answer = raw_request(srv.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                             source="127.0.0.3")
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:100]  # health checks from that address still pass
+        status, _, _ = http_post(srv.url + "/v1/stylize?size=64", jpeg(seed=110))  # another address: served
+        assert status == 200
+        assert metric(srv.url, 'animelite_connections_dropped_total{reason="client_limit"}') == 1
+        for s in held:
+            s.close()
+
+
+def test_over_the_server_cap_new_connections_get_503_at_once(models):
+    with LiveServer(slow_config(models, header_timeout=5.0, max_connections=6, max_client_connections=0)) as srv:
+        idle = [stalled(srv.port, b"GET /", source=f"127.0.0.{2 + i}") for i in range(6)]
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        status, body, closed_at = answer_of(stalled(srv.port, b""))
+        assert status == 503 and body["error"]["code"] == "too_many_connections", body
+        assert closed_at - t0 < 1.0
+        for s in idle:
+            s.close()
+        time.sleep(0.2)
+        assert http_get(srv.url + "/healthz")[0] == 200
+
+
+def test_a_body_still_dribbling_after_the_answer_is_cut_off(models):
+    with LiveServer(slow_config(models, body_timeout=0.8)) as srv:
+        s = stalled(srv.port, b"POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\nab")
+        t0 = time.monotonic()
+        s.settimeout(0.2)
+        got, closed = b"", False
+        while time.monotonic() - t0 < 5 and not closed:
+            try:
+                s.sendall(b"x")
+                chunk = s.recv(65536)
+                closed = chunk == b""
+                got += chunk
+            except TimeoutError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+        s.close()
+        assert got.startswith(b"HTTP/1.1 405") and closed
+        assert time.monotonic() - t0 < 3.0
+
+
+def test_unfinished_uploads_are_answered_503_when_the_server_stops(models):
+    with LiveServer(slow_config(models, body_timeout=30.0, shutdown_grace=10.0)) as srv:
+        socks = [stalled(srv.port, STALLED_BODY, source=f"127.0.0.{2 + i}") for i in range(3)]
+        time.sleep(0.3)
+        took = srv.stop()
+        for s in socks:
+            status, body, _ = answer_of(s)
+            assert status == 503 and body["error"]["code"] == "shutting_down", body
+    assert took < 2.0, f"stopping took {took:.2f} s"

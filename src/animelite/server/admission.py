@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import Busy, ShuttingDown, TimedOut
@@ -197,37 +198,50 @@ class Admission:
                 self._pending -= 1
             raise
         result = asyncio.wrap_future(fut)
-        drained = asyncio.get_running_loop().create_future()
-        self._drain_waiters.add(drained)
-        if self.draining:
-            drained.set_result(None)
-        try:
-            done, _ = await asyncio.wait({result, drained}, timeout=max(0.0, deadline - time.perf_counter()),
-                                         return_when=asyncio.FIRST_COMPLETED)
+        with self.drain_signal() as drained:
+            try:
+                return await self._wait(fut, result, drained, deadline)
+            finally:
+                if not result.done():
+                    fut.cancel()  # the request went away (cancelled): a job that had not started never runs
+
+    async def _wait(self, fut: concurrent.futures.Future, result: asyncio.Future, drained: asyncio.Future,
+                    deadline: float) -> Any:
+        """The job's result; ShuttingDown or TimedOut when it cannot be had in time."""
+        done, _ = await asyncio.wait({result, drained}, timeout=max(0.0, deadline - time.perf_counter()),
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if result in done:
+            return result.result()
+        if drained in done:
+            if fut.cancel():  # it was still waiting for a worker: answer now
+                self.metrics.rejected.labels(reason="shutdown").inc()
+                raise _shutting_down("the server is shutting down and did not start this picture; "
+                                     "please send it again in a moment")
+            assert self._drain_at is not None
+            until = min(deadline, self._drain_at + self._grace)
+            done, _ = await asyncio.wait({result}, timeout=max(0.0, until - time.perf_counter()))
             if result in done:
                 return result.result()
-            if drained in done:
-                if fut.cancel():  # it was still waiting for a worker: answer now
-                    self.metrics.rejected.labels(reason="shutdown").inc()
-                    raise _shutting_down("the server is shutting down and did not start this picture; "
-                                         "please send it again in a moment")
-                assert self._drain_at is not None
-                until = min(deadline, self._drain_at + self._grace)
-                done, _ = await asyncio.wait({result}, timeout=max(0.0, until - time.perf_counter()))
-                if result in done:
-                    return result.result()
-                self.metrics.rejected.labels(reason="shutdown").inc()
-                raise _shutting_down("the server is shutting down and could not finish this picture in time")
-            fut.cancel()  # frees the slot now if it had not started; a running job finishes on its own
-            self.metrics.rejected.labels(reason="timeout").inc()
-            raise TimedOut(
-                f"the picture took longer than {self.timeout:g} s to process and was abandoned; "
-                "try a smaller size, or try again when the server is less busy"
-            )
+            self.metrics.rejected.labels(reason="shutdown").inc()
+            raise _shutting_down("the server is shutting down and could not finish this picture in time")
+        fut.cancel()  # frees the slot now if it had not started; a running job finishes on its own
+        self.metrics.rejected.labels(reason="timeout").inc()
+        raise TimedOut(
+            f"the picture took longer than {self.timeout:g} s to process and was abandoned; "
+            "try a smaller size, or try again when the server is less busy"
+        )
+
+    @contextlib.contextmanager
+    def drain_signal(self) -> Iterator[asyncio.Future]:
+        """A future of the running loop that is done once draining begins (at once if it has)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._drain_waiters.add(fut)
+        if self.draining:
+            fut.set_result(None)
+        try:
+            yield fut
         finally:
-            self._drain_waiters.discard(drained)
-            if not result.done():
-                fut.cancel()  # the request went away (cancelled): a job that had not started never runs
+            self._drain_waiters.discard(fut)
 
     def drain(self, grace: float) -> None:
         """Stop taking work: refuse new jobs, answer the waiting ones now, give running ones *grace* seconds.

@@ -57,7 +57,8 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         area.add_routes(app, service)
 
     # outer layers: the last added is the outermost
-    app.add_middleware(BodyLimit, max_body=config.max_upload_bytes + MULTIPART_SLACK)
+    app.add_middleware(BodyLimit, max_body=config.max_upload_bytes + MULTIPART_SLACK,
+                       body_timeout=config.body_timeout, metrics=metrics, drain_signal=service.admission.drain_signal)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestMetrics, metrics=metrics)
     if config.cors_origins:

@@ -29,6 +29,17 @@ def add_serve_parser(sub) -> argparse.ArgumentParser:
                                                   f"${e}QUEUE_SIZE)")
     s.add_argument("--timeout", type=float, help=f"seconds per request, waiting included, before 504 (default 60; "
                                                  f"${e}TIMEOUT)")
+    s.add_argument("--header-timeout", type=float, metavar="SECONDS",
+                   help=f"a request's headers must arrive within this, else 408 and the connection closes "
+                        f"(default 10; ${e}HEADER_TIMEOUT)")
+    s.add_argument("--body-timeout", type=float, metavar="SECONDS",
+                   help=f"the longest pause allowed within an upload, else 408 (default 20; ${e}BODY_TIMEOUT)")
+    s.add_argument("--max-connections", type=int, metavar="N",
+                   help=f"open connections in all; over it new ones get 503 (default 512, 0: no cap; "
+                        f"${e}MAX_CONNECTIONS)")
+    s.add_argument("--max-client-connections", type=int, metavar="N",
+                   help=f"connections per client address; over it requests get 503, /healthz, /readyz and /metrics "
+                        f"excepted (default 32, 0: no cap, e.g. behind a reverse proxy; ${e}MAX_CLIENT_CONNECTIONS)")
     s.add_argument("--shutdown-grace", type=float, metavar="SECONDS",
                    help=f"on Ctrl-C/SIGTERM, how long running pictures may finish; waiting ones get 503 at once "
                         f"(default 10; ${e}SHUTDOWN_GRACE)")
@@ -64,7 +75,8 @@ def _err(msg: str) -> None:
 
 
 def config_from_args(args) -> ServerConfig:
-    keys = ("host", "port", "workers", "threads", "queue_size", "timeout", "shutdown_grace", "cache_bytes", "cache_dir",
+    keys = ("host", "port", "workers", "threads", "queue_size", "timeout", "shutdown_grace", "header_timeout",
+            "body_timeout", "max_connections", "max_client_connections", "cache_bytes", "cache_dir",
             "disk_cache_bytes", "default_style", "default_size", "max_size", "max_upload_bytes", "max_pixels",
             "cors_origins", "warmup", "backend")
     overrides = {k: getattr(args, k, None) for k in keys}

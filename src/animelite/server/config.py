@@ -45,6 +45,10 @@ class ServerConfig:
     threads: int = 0  # inference threads per image; 0: cores / workers
     queue_size: int = 8  # requests allowed to wait for a worker; beyond that: 503 + Retry-After
     timeout: float = 60.0  # per request, queue wait included; beyond that: 504
+    header_timeout: float = 10.0  # a request's headers must arrive within this; else 408 and the connection closes
+    body_timeout: float = 20.0  # the longest pause within a request body; else 408 and the connection closes
+    max_connections: int = 512  # open connections in all; over it, new ones get 503 (0: no cap)
+    max_client_connections: int = 32  # per client address; over it, requests get 503 except /healthz etc. (0: off)
     shutdown_grace: float = 10.0  # on Ctrl-C/SIGTERM: how long running jobs may finish (waiting ones get 503 at once)
     cache_bytes: int = 64 * 1024 * 1024  # in-memory results cache bound (0 disables)
     cache_dir: Path | None = None  # optional on-disk results cache
@@ -83,6 +87,14 @@ class ServerConfig:
         need(0 <= self.threads <= 256, f"threads must be 1..256 (0: automatic), got {self.threads!r}")
         need(0 <= self.queue_size <= 100_000, f"queue size must be 0..100000, got {self.queue_size!r}")
         need(math.isfinite(self.timeout) and self.timeout > 0, f"timeout must be above 0 seconds, got {self.timeout!r}")
+        for name in ("header_timeout", "body_timeout"):
+            value = getattr(self, name)
+            need(math.isfinite(value) and 0 < value <= 3600, f"{name.replace('_', ' ')} must be above 0 and at "
+                                                             f"most 3600 seconds, got {value!r}")
+        need(0 <= self.max_connections <= 1_000_000,
+             f"max connections must be 0..1000000, got {self.max_connections!r}")
+        need(0 <= self.max_client_connections <= 1_000_000,
+             f"max client connections must be 0..1000000, got {self.max_client_connections!r}")
         need(math.isfinite(self.shutdown_grace) and 0 <= self.shutdown_grace <= 3600,
              f"shutdown grace must be 0..3600 seconds, got {self.shutdown_grace!r}")
         need(self.cache_bytes >= 0, "cache size must not be negative")
@@ -128,9 +140,10 @@ class ServerConfig:
         return cls(**values).validate()
 
 
-_INTS = {"port", "workers", "threads", "queue_size", "default_size", "max_size", "max_pixels", "preview_size"}
+_INTS = {"port", "workers", "threads", "queue_size", "default_size", "max_size", "max_pixels", "preview_size",
+         "max_connections", "max_client_connections"}
 _BYTES = {"cache_bytes", "disk_cache_bytes", "max_upload_bytes"}
-_FLOATS = {"timeout", "shutdown_grace"}
+_FLOATS = {"timeout", "shutdown_grace", "header_timeout", "body_timeout"}
 
 
 def parse_bytes(text: str) -> int:

@@ -43,7 +43,7 @@ UPLOAD_LABEL = "upload"  # what imageio calls the picture in its messages
 SHOWN_CHARS = 40  # the longest piece of a request echoed back in a message
 CLIENT_CLOSED = 499  # nginx's "client closed request": the status label in /metrics; nobody receives it
 STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
-                413: "too_large", 415: "unsupported_media_type", 422: "unreadable_image",
+                408: "request_timeout", 413: "too_large", 415: "unsupported_media_type", 422: "unreadable_image",
                 500: "internal_error", 503: "unavailable", 504: "timeout"}
 
 
@@ -83,6 +83,12 @@ class TimedOut(ServiceError):
 
 class UploadTooLarge(ServiceError):
     status, code = 413, "too_large"
+
+
+class BodyTimeout(ServiceError):
+    """The client stopped sending its body: answered, then the connection is closed."""
+
+    status, code = 408, "body_timeout"
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -23,6 +23,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from .config import ServerConfig
+from .connections import ConnectionLimits, protocol_class
 
 BACKLOG = 2048
 
@@ -77,10 +78,15 @@ class Server(uvicorn.Server):
 
 
 def make_server(app: FastAPI, config: ServerConfig, log_level: str = "info") -> Server:
-    """The server for *app* (from :func:`animelite.server.create_app`); run it with ``run(sockets=[bind(...)])``."""
+    """The server for *app* (from :func:`animelite.server.create_app`); run it with ``run(sockets=[bind(...)])``.
+
+    HTTP/1.1 through :class:`~.connections.GuardedH11Protocol` (header deadline, connection caps);
+    uvicorn's ``limit_concurrency`` stays off: it answers plain-text 503 to everyone, health checks included.
+    """
+    limits = ConnectionLimits(config.header_timeout, config.body_timeout, config.max_connections,
+                              config.max_client_connections, app.state.metrics)
     uv_config = uvicorn.Config(
         app, log_level=log_level, lifespan="on", server_header=False, backlog=BACKLOG,
-        limit_concurrency=max(64, 4 * (config.effective_workers + config.queue_size)),
-        timeout_graceful_shutdown=config.shutdown_grace,
+        http=protocol_class(limits), ws="none", timeout_graceful_shutdown=config.shutdown_grace,
     )
     return Server(uv_config, on_stop=app.state.service.begin_shutdown)

@@ -54,6 +54,11 @@ class ServerMetrics:
         self.cache_misses = Counter("animelite_cache_misses", "Results not in the cache.", registry=r)
         self.cache_bytes = Gauge("animelite_cache_bytes", "Bytes held by the in-memory results cache.", registry=r)
         self.cache_entries = Gauge("animelite_cache_entries", "Results held by the in-memory cache.", registry=r)
+        self.connections_open = Gauge("animelite_connections_open", "Open client connections.", registry=r)
+        self.connections_dropped = Counter(
+            "animelite_connections_dropped",
+            "Connections answered and closed by the slow-client guards: header_timeout and body_timeout (408), "
+            "client_limit and server_limit (503).", ("reason",), registry=r)
         self.ready = Gauge("animelite_ready", "1 once the default style is loaded and warm.", registry=r)
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, ...
 

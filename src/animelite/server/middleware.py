@@ -1,19 +1,24 @@
-"""The ASGI layers around the routes, one job each: request metrics, security headers, the body limit.
+"""The ASGI layers around the routes, one job each: request metrics, security headers, the body limits.
 
 Outermost first (as :func:`animelite.server.app.create_app` stacks them):
 :class:`RequestMetrics` counts every answer by route and status (also those
 the inner layers give), :class:`SecurityHeaders` adds the headers every
-answer carries, :class:`BodyLimit` refuses a body above the upload limit
-while it streams in.
+answer carries, :class:`BodyLimit` bounds the request body: its size (413)
+and the pause between two of its pieces (408; a stalled upload must not hold
+a connection for ever, see :mod:`.connections`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import UploadTooLarge, error_response
+from .errors import BodyTimeout, ShuttingDown, UploadTooLarge, error_response
 from .metrics import ServerMetrics
 from .uploads import MULTIPART_SLACK, megabytes
 
@@ -85,11 +90,16 @@ class SecurityHeaders:
 
 
 class BodyLimit:
-    """Refuses a body above ``max_body`` bytes: at once from Content-Length, else while it streams in (413)."""
+    """Refuses a body above ``max_body`` bytes: at once from Content-Length, else while it streams in (413);
+    and one that stalls: no piece for ``body_timeout`` seconds while the application waits for one (408)."""
 
-    def __init__(self, app: ASGIApp, max_body: int):
+    def __init__(self, app: ASGIApp, max_body: int, body_timeout: float, metrics: ServerMetrics,
+                 drain_signal: Callable[[], AbstractContextManager[asyncio.Future]] | None = None):
         self.app = app
         self.max_body = max_body
+        self.body_timeout = body_timeout
+        self.metrics = metrics
+        self.drain_signal = drain_signal  # when the server stops, an unfinished upload is answered 503 at once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,17 +111,39 @@ class BodyLimit:
             await response(scope, receive, send)
             return
         received = 0
+        complete = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # after the body, receive() only waits for a disconnect: no deadline
+                return await receive()
+            message = await self._next_piece(receive, received)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > self.max_body:
                     raise UploadTooLarge(self._too_large_message())
             return message
 
         await self.app(scope, limited_receive, send)
+
+    async def _next_piece(self, receive: Receive, received: int) -> Message:
+        piece = asyncio.ensure_future(receive())
+        with self.drain_signal() if self.drain_signal else contextlib.nullcontext(None) as stopping:
+            waits = {piece} if stopping is None else {piece, stopping}
+            try:
+                done, _ = await asyncio.wait(waits, timeout=self.body_timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not piece.done():
+                    piece.cancel()
+        if piece in done:
+            return piece.result()
+        if stopping is not None and stopping in done:
+            raise ShuttingDown("the server is shutting down and takes no new pictures",
+                               headers={"Retry-After": "5", "Connection": "close"})
+        self.metrics.connections_dropped.labels(reason="body_timeout").inc()
+        raise BodyTimeout(f"the upload stalled: nothing arrived for {self.body_timeout:g} s "
+                          f"({received} bytes received); the connection is closed", headers={"Connection": "close"})
 
     def _too_large_message(self) -> str:
         return (f"the upload is larger than this server accepts ({megabytes(self.max_body - MULTIPART_SLACK)}); "
