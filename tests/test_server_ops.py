@@ -227,3 +227,25 @@ def test_long_names_and_values_are_not_echoed_whole(models):
                   c.get(f"/{long}")):
             message = r.json()["error"]["message"]
             assert r.status_code in (400, 404) and len(message) < 300 and "x" * 41 not in message, message[:300]
+
+
+def test_slow_client_and_shutdown_settings_from_environment_and_flags(tmp_path):
+    env = {"ANIMELITE_HEADER_TIMEOUT": "2.5", "ANIMELITE_BODY_TIMEOUT": "7", "ANIMELITE_MAX_CONNECTIONS": "100",
+           "ANIMELITE_MAX_CLIENT_CONNECTIONS": "0", "ANIMELITE_SHUTDOWN_GRACE": "3"}
+    cfg = ServerConfig.from_env(env)
+    assert (cfg.header_timeout, cfg.body_timeout, cfg.max_connections, cfg.max_client_connections,
+            cfg.shutdown_grace) == (2.5, 7.0, 100, 0, 3.0)
+    d = ServerConfig()
+    assert (d.header_timeout, d.body_timeout, d.max_connections, d.max_client_connections,
+            d.shutdown_grace) == (10.0, 20.0, 512, 32, 10.0)
+    for bad in ({"ANIMELITE_HEADER_TIMEOUT": "0"}, {"ANIMELITE_BODY_TIMEOUT": "nan"},
+                {"ANIMELITE_MAX_CLIENT_CONNECTIONS": "-1"}, {"ANIMELITE_SHUTDOWN_GRACE": "soon"}):
+        with pytest.raises(ConfigError):
+            ServerConfig.from_env(bad)
+    from animelite import cli
+    from animelite.server.command import config_from_args
+
+    args = cli.build_parser().parse_args(["--models", str(tmp_path), "serve", "--header-timeout", "4",
+                                          "--max-client-connections", "8", "--shutdown-grace", "1.5"])
+    cfg = config_from_args(args)
+    assert (cfg.header_timeout, cfg.max_client_connections, cfg.shutdown_grace) == (4.0, 8, 1.5)
