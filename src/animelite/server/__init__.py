@@ -14,7 +14,7 @@ from .config import ConfigError, ServerConfig
 __all__ = ["ServerConfig", "ConfigError", "create_app", "missing_dependencies", "INSTALL_HINT"]
 
 INSTALL_HINT = "pip install 'animelite[server]'"
-_REQUIRED = ("fastapi", "uvicorn", "multipart")
+_REQUIRED = ("fastapi", "uvicorn", "multipart", "prometheus_client")
 
 
 def missing_dependencies() -> list[str]:

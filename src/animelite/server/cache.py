@@ -4,7 +4,10 @@ Two tiers. Memory: least-recently-used, bounded by the bytes it holds (the
 encoded image plus a fixed per-entry overhead), not by a count of entries.
 Disk (optional): one file per result in a directory the operator chose, named
 by the hex key only (no user input ever reaches a path), written atomically,
-bounded by bytes, oldest-used evicted first; it survives restarts.
+bounded by bytes, oldest-used evicted first; it survives restarts. Each file
+records the length and SHA-256 of its result, checked before it is served: a
+truncated or altered file (a full disk, a crash, a hand edit) is dropped and
+the result made again, never served.
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import atomic_write
+
 log = logging.getLogger("animelite.server")
 
 ENTRY_OVERHEAD = 512  # bytes per entry for the key, metadata and bookkeeping
-_MAGIC = b"ANIMELITE-CACHE-1\n"
+_MAGIC = b"ANIMELITE-CACHE-2\n"  # 2: the header holds the result's length and sha256
 _SUFFIX = ".res"
 
 
@@ -110,6 +114,11 @@ class ResultCache:
             log.warning("disk cache disabled: cannot create %s (%s)", self.disk_dir, exc.strerror or exc)
             self.disk_dir = None
             return
+        for leftover in self.disk_dir.glob("??/.*.tmp"):  # a write cut short (see animelite.atomic)
+            try:
+                leftover.unlink()
+            except OSError:
+                pass
         found = []
         for path in self.disk_dir.glob("??/*" + _SUFFIX):
             try:
@@ -136,11 +145,16 @@ class ResultCache:
             if not raw.startswith(_MAGIC):
                 raise ValueError("not a cache file")
             header_end = raw.index(b"\n", len(_MAGIC))
-            meta = json.loads(raw[len(_MAGIC):header_end])
-            entry = CachedResult(raw[header_end + 1:], meta)
+            header = json.loads(raw[len(_MAGIC):header_end])
+            data = raw[header_end + 1:]
+            if len(data) != header.get("length"):
+                raise ValueError(f"truncated: {len(data)} of {header.get('length')} bytes")
+            if hashlib.sha256(data).hexdigest() != header.get("sha256"):
+                raise ValueError("its content does not match its checksum")
+            entry = CachedResult(data, header["meta"])
             os.utime(path)  # recently used: evicted last, also after a restart
-        except (OSError, ValueError) as exc:
-            log.warning("dropping unreadable cache file %s (%s)", path, exc)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("dropping the damaged cache file %s (%s)", path, exc)
             self._forget_disk(key)
             return None
         self._put_memory(key, entry)
@@ -150,24 +164,14 @@ class ResultCache:
         if self.disk_dir is None or len(entry.data) > self.disk_max_bytes // 2:
             return
         path = self._path(key)
-        blob = _MAGIC + json.dumps(entry.meta, separators=(",", ":")).encode() + b"\n" + entry.data
-        tmp = None
+        header = {"length": len(entry.data), "sha256": hashlib.sha256(entry.data).hexdigest(), "meta": entry.meta}
+        blob = _MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n" + entry.data
         try:
-            path.parent.mkdir(exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(blob)
-            os.replace(tmp, path)
-            tmp = None
+            # no fsync: a cache entry lost in a crash is only a miss
+            atomic_write(path, blob, durable=False)
         except OSError as exc:
             log.warning("cannot write the cache file %s (%s)", path, exc.strerror or exc)
             return
-        finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
         with self._disk_lock:
             old = self._disk.pop(key, None)
             self._disk_bytes += len(blob) - (old or 0)

@@ -7,8 +7,9 @@ import ipaddress
 import sys
 
 from ..errors import AnimeliteError
-from .config import ENV_PREFIX, ServerConfig
+from ..options import BACKENDS, DEFAULT_BACKEND, DEFAULT_MAX_PIXELS, DEFAULT_SIZE
 from ..styles import DEFAULT_STYLE
+from .config import ENV_PREFIX, ConfigError, ServerConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -21,30 +22,47 @@ def add_serve_parser(sub) -> argparse.ArgumentParser:
                     f"environment variable ({e}HOST, {e}PORT, ...); flags win. Sizes take KB/MB/GB.",
     )
     s.add_argument("--host", help=f"address to listen on (default 127.0.0.1, loopback only; ${e}HOST)")
-    s.add_argument("--port", type=int, help=f"port (default 8000; ${e}PORT)")
+    s.add_argument("--port", type=int, help=f"port (default 8000, 0: any free port; ${e}PORT)")
     s.add_argument("--workers", type=int, help=f"images stylized at once (default: half the cores, 1..4; ${e}WORKERS)")
     s.add_argument("--threads", type=int, help=f"inference threads per image (default: cores / workers; ${e}THREADS)")
     s.add_argument("--queue-size", type=int, help=f"requests that may wait for a worker before 503 (default 8; "
                                                   f"${e}QUEUE_SIZE)")
     s.add_argument("--timeout", type=float, help=f"seconds per request, waiting included, before 504 (default 60; "
                                                  f"${e}TIMEOUT)")
+    s.add_argument("--header-timeout", type=float, metavar="SECONDS",
+                   help=f"a request's headers must arrive within this, else 408 and the connection closes "
+                        f"(default 10; ${e}HEADER_TIMEOUT)")
+    s.add_argument("--body-timeout", type=float, metavar="SECONDS",
+                   help=f"the longest pause allowed within an upload, else 408 (default 20; ${e}BODY_TIMEOUT)")
+    s.add_argument("--max-connections", type=int, metavar="N",
+                   help=f"open connections in all; over it new ones get 503 (default 512, 0: no cap; "
+                        f"${e}MAX_CONNECTIONS)")
+    s.add_argument("--max-client-connections", type=int, metavar="N",
+                   help=f"connections per client address; over it requests get 503, /healthz, /readyz and /metrics "
+                        f"excepted (default 32, 0: no cap, e.g. behind a reverse proxy; ${e}MAX_CLIENT_CONNECTIONS)")
+    s.add_argument("--shutdown-grace", type=float, metavar="SECONDS",
+                   help=f"on Ctrl-C/SIGTERM, how long running pictures may finish; waiting ones get 503 at once "
+                        f"(default 10; ${e}SHUTDOWN_GRACE)")
     s.add_argument("--cache-size", dest="cache_bytes", metavar="SIZE",
                    help=f"in-memory results cache, in bytes (default 64MB, 0 disables; ${e}CACHE_BYTES)")
     s.add_argument("--cache-dir", metavar="DIR", help=f"also keep results on disk in DIR (${e}CACHE_DIR)")
     s.add_argument("--disk-cache-size", dest="disk_cache_bytes", metavar="SIZE",
                    help=f"bound of the disk cache (default 512MB; ${e}DISK_CACHE_BYTES)")
-    s.add_argument("--default-style", help=f"style when a request names none (default {DEFAULT_STYLE}; ${e}DEFAULT_STYLE)")
-    s.add_argument("--default-size", type=int, help=f"working long side when a request names none (default 512; "
-                                                     f"${e}DEFAULT_SIZE)")
+    s.add_argument("--default-style",
+                   help=f"style when a request names none (default {DEFAULT_STYLE}; ${e}DEFAULT_STYLE)")
+    s.add_argument("--default-size", type=int,
+                   help=f"working long side when a request names none (default {DEFAULT_SIZE}; ${e}DEFAULT_SIZE)")
     s.add_argument("--max-size", type=int, help=f"largest working long side a request may ask for (default 1024; "
                                                 f"${e}MAX_SIZE)")
     s.add_argument("--max-upload", dest="max_upload_bytes", metavar="SIZE",
                    help=f"largest upload (default 20MB; ${e}MAX_UPLOAD_BYTES)")
-    s.add_argument("--max-pixels", type=int, help=f"largest image in pixels (default 50000000; ${e}MAX_PIXELS)")
+    s.add_argument("--max-pixels", type=int,
+                   help=f"largest image in pixels (default {DEFAULT_MAX_PIXELS}; ${e}MAX_PIXELS)")
     s.add_argument("--cors-origin", dest="cors_origins", action="append", metavar="ORIGIN",
                    help=f"allow this origin to call the API from a browser (repeatable; default none: CORS off; "
                         f"${e}CORS_ORIGINS, comma-separated)")
-    s.add_argument("--backend", help=f"inference backend for every request (default onnxruntime; ${e}BACKEND)")
+    s.add_argument("--backend", choices=BACKENDS,
+                   help=f"inference backend for every request (default {DEFAULT_BACKEND}; ${e}BACKEND)")
     s.add_argument("--no-warmup", dest="warmup", action="store_const", const=False,
                    help="do not load the default style at startup (/readyz then only checks that it is installed)")
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
@@ -57,7 +75,8 @@ def _err(msg: str) -> None:
 
 
 def config_from_args(args) -> ServerConfig:
-    keys = ("host", "port", "workers", "threads", "queue_size", "timeout", "cache_bytes", "cache_dir",
+    keys = ("host", "port", "workers", "threads", "queue_size", "timeout", "shutdown_grace", "header_timeout",
+            "body_timeout", "max_connections", "max_client_connections", "cache_bytes", "cache_dir",
             "disk_cache_bytes", "default_style", "default_size", "max_size", "max_upload_bytes", "max_pixels",
             "cors_origins", "warmup", "backend")
     overrides = {k: getattr(args, k, None) for k in keys}
@@ -80,24 +99,34 @@ def cmd_serve(args) -> int:
 
     import logging
 
-    import uvicorn
-
+    from . import listener
     from .app import create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    app = create_app(config)
+    try:
+        app = create_app(config)  # refuses an unknown --default-style
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    try:
+        sock = listener.bind(config.host, config.port)
+    except OSError as exc:
+        _err(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+        return EXIT_FAILED
     try:
         loopback = ipaddress.ip_address(config.host).is_loopback
     except ValueError:
         loopback = config.host == "localhost"
     shown = f"[{config.host}]" if ":" in config.host else config.host
-    print(f"animelite: serving http://{shown}:{config.port}/ (API docs at /docs); "
+    print(f"animelite: serving http://{shown}:{listener.bound_port(sock)}/ (API docs at /docs); "
           f"{config.effective_workers} worker(s) x {config.effective_threads} thread(s), "
-          f"queue {config.queue_size}; Ctrl-C to stop", file=sys.stderr)
+          f"queue {config.queue_size}; Ctrl-C to stop", file=sys.stderr, flush=True)
     if not loopback:
         print(f"animelite: note: listening on {config.host}, reachable from other machines; put a TLS proxy in "
               "front of it for anything beyond a trusted network", file=sys.stderr)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level,
-                limit_concurrency=max(64, 4 * (config.effective_workers + config.queue_size)),
-                timeout_graceful_shutdown=10, server_header=False)
+    try:
+        listener.make_server(app, config, args.log_level).run(sockets=[sock])
+    finally:
+        sock.close()
+    print("animelite: stopped", file=sys.stderr)
     return EXIT_OK

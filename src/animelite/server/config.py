@@ -19,7 +19,7 @@ from typing import Any
 
 from ..engine import default_threads
 from ..errors import AnimeliteError
-from ..imageio import DEFAULT_MAX_PIXELS
+from ..options import BACKENDS, DEFAULT_MAX_PIXELS, DEFAULT_SIZE, MIN_SIZE, MODELS_ENV
 from ..styles import DEFAULT_STYLE
 
 ENV_PREFIX = "ANIMELITE_"
@@ -45,18 +45,23 @@ class ServerConfig:
     threads: int = 0  # inference threads per image; 0: cores / workers
     queue_size: int = 8  # requests allowed to wait for a worker; beyond that: 503 + Retry-After
     timeout: float = 60.0  # per request, queue wait included; beyond that: 504
+    header_timeout: float = 10.0  # a request's headers must arrive within this; else 408 and the connection closes
+    body_timeout: float = 20.0  # the longest pause within a request body; else 408 and the connection closes
+    max_connections: int = 512  # open connections in all; over it, new ones get 503 (0: no cap)
+    max_client_connections: int = 32  # per client address; over it, requests get 503 except /healthz etc. (0: off)
+    shutdown_grace: float = 10.0  # on Ctrl-C/SIGTERM: how long running jobs may finish (waiting ones get 503 at once)
     cache_bytes: int = 64 * 1024 * 1024  # in-memory results cache bound (0 disables)
     cache_dir: Path | None = None  # optional on-disk results cache
     disk_cache_bytes: int = 512 * 1024 * 1024
     models_dir: Path | None = None  # None: $ANIMELITE_MODELS or the per-user cache
     default_style: str = DEFAULT_STYLE
-    default_size: int = 512
+    default_size: int = DEFAULT_SIZE
     max_size: int = 1024  # largest working long side a request may ask for
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
     cors_origins: tuple[str, ...] = ()  # empty: no CORS headers at all
     warmup: bool = True  # load the default style and render previews at startup
-    backend: str = ""  # inference backend for every request ("": the pipeline's default); see engine.BACKENDS
+    backend: str = ""  # inference backend for every request ("": the pipeline's default); see options.BACKENDS
     preview_size: int = 256
     # Test and embedding hook, never set from the environment: called as
     # factory(style, **kwargs) instead of animelite.pipeline.Stylizer(style, **kwargs).
@@ -71,7 +76,7 @@ class ServerConfig:
     def effective_threads(self) -> int:
         return self.threads or max(1, default_threads() // self.effective_workers)
 
-    def validate(self) -> "ServerConfig":
+    def validate(self) -> ServerConfig:
         def need(cond: bool, msg: str) -> None:
             if not cond:
                 raise ConfigError(msg)
@@ -82,18 +87,27 @@ class ServerConfig:
         need(0 <= self.threads <= 256, f"threads must be 1..256 (0: automatic), got {self.threads!r}")
         need(0 <= self.queue_size <= 100_000, f"queue size must be 0..100000, got {self.queue_size!r}")
         need(math.isfinite(self.timeout) and self.timeout > 0, f"timeout must be above 0 seconds, got {self.timeout!r}")
+        for name in ("header_timeout", "body_timeout"):
+            value = getattr(self, name)
+            need(math.isfinite(value) and 0 < value <= 3600, f"{name.replace('_', ' ')} must be above 0 and at "
+                                                             f"most 3600 seconds, got {value!r}")
+        need(0 <= self.max_connections <= 1_000_000,
+             f"max connections must be 0..1000000, got {self.max_connections!r}")
+        need(0 <= self.max_client_connections <= 1_000_000,
+             f"max client connections must be 0..1000000, got {self.max_client_connections!r}")
+        need(math.isfinite(self.shutdown_grace) and 0 <= self.shutdown_grace <= 3600,
+             f"shutdown grace must be 0..3600 seconds, got {self.shutdown_grace!r}")
         need(self.cache_bytes >= 0, "cache size must not be negative")
         need(self.disk_cache_bytes >= 0, "disk cache size must not be negative")
-        need(64 <= self.max_size <= 4096, f"max size must be 64..4096, got {self.max_size!r}")
-        need(64 <= self.default_size <= self.max_size,
-             f"default size must be 64..max size ({self.max_size}), got {self.default_size!r}")
-        need(64 <= self.preview_size <= 1024, f"preview size must be 64..1024, got {self.preview_size!r}")
+        need(MIN_SIZE <= self.max_size <= 4096, f"max size must be {MIN_SIZE}..4096, got {self.max_size!r}")
+        need(MIN_SIZE <= self.default_size <= self.max_size,
+             f"default size must be {MIN_SIZE}..max size ({self.max_size}), got {self.default_size!r}")
+        need(MIN_SIZE <= self.preview_size <= 1024,
+             f"preview size must be {MIN_SIZE}..1024, got {self.preview_size!r}")
         need(self.max_upload_bytes >= 1024, "the upload limit must be at least 1 KB")
         need(self.max_pixels >= 4096, "the pixel limit must be at least 4096")
-        from .. import engine
-
-        need(not self.backend or self.backend in engine.BACKENDS,
-             f"backend must be one of {', '.join(engine.BACKENDS)}, got {self.backend!r}")
+        need(not self.backend or self.backend in BACKENDS,
+             f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         for origin in self.cors_origins:
             need(origin == "*" or origin.startswith(("http://", "https://")),
                  f"CORS origin {origin!r} must be '*' or start with http:// or https://")
@@ -101,7 +115,7 @@ class ServerConfig:
 
     # ------------------------------------------------------------- environment
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "ServerConfig":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServerConfig:
         """Defaults, then ``ANIMELITE_*`` variables, then ``overrides`` (skipping None values)."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -110,7 +124,7 @@ class ServerConfig:
                 continue
             name = ENV_PREFIX + f.name.upper()
             # ANIMELITE_MODELS is the models directory everywhere else in animelite
-            raw = environ.get(name) if f.name != "models_dir" else environ.get(ENV_PREFIX + "MODELS")
+            raw = environ.get(name) if f.name != "models_dir" else environ.get(MODELS_ENV)
             if raw is None or raw.strip() == "":
                 continue
             values[f.name] = _parse(f.name, raw.strip(), name)
@@ -126,8 +140,10 @@ class ServerConfig:
         return cls(**values).validate()
 
 
-_INTS = {"port", "workers", "threads", "queue_size", "default_size", "max_size", "max_pixels", "preview_size"}
+_INTS = {"port", "workers", "threads", "queue_size", "default_size", "max_size", "max_pixels", "preview_size",
+         "max_connections", "max_client_connections"}
 _BYTES = {"cache_bytes", "disk_cache_bytes", "max_upload_bytes"}
+_FLOATS = {"timeout", "shutdown_grace", "header_timeout", "body_timeout"}
 
 
 def parse_bytes(text: str) -> int:
@@ -158,7 +174,7 @@ def _parse(field_name: str, raw: str, env_name: str) -> Any:
             return int(raw)
         if field_name in _BYTES:
             return parse_bytes(raw)
-        if field_name == "timeout":
+        if field_name in _FLOATS:
             return float(raw)
         if field_name == "warmup":
             low = raw.lower()
