@@ -41,7 +41,7 @@ class Case:
     message: str = ""  # expected fragment of Outcome.text (case-insensitive); "" = no check
     defect: int | None = None  # the issue-15 defect this case keeps fixed
     check: Callable[[dict, Outcome], None] | None = None  # more assertions (outputs written, ...)
-    changes: tuple[str, ...] = ()  # files (relative to the folder) that may change or go
+    changes: tuple[str, ...] = ()  # files or folders (relative to the case's folder) that may change or go
     absent: tuple[str, ...] = field(default=())  # fragments that must NOT be in Outcome.text
 
     def __str__(self) -> str:
@@ -65,7 +65,10 @@ def run_case(case: Case, root: Path) -> tuple[dict, Outcome]:
     before = snapshot(root)
     outcome = case.act(ctx)
     after = snapshot(root)
-    lost = [f for f, h in before.items() if f not in case.changes and after.get(f) != h]
+    def may_change(f: str) -> bool:  # a listed file, or anything under a listed folder
+        return any(f == c or f.startswith(c.rstrip("/") + "/") for c in case.changes)
+
+    lost = [f for f, h in before.items() if not may_change(f) and after.get(f) != h]
     assert not lost, f"{case.id}: files lost or changed: {lost}"
     leftovers = [f for f in after if f not in before and (f.endswith((".tmp", ".part")) or "/.tmp" in f)]
     assert not leftovers, f"{case.id}: temporary files left behind: {leftovers}"

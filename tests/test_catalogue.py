@@ -75,6 +75,25 @@ def base(root: Path, **files) -> dict:
     return ctx
 
 
+def _unlistable(folder: Path, act):
+    """Run *act* while *folder* cannot be listed, as chmod 000 does for a user who is not root
+    (the suite may run as root, for whom permissions do not apply)."""
+    import os
+
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.path.realpath(path) == os.path.realpath(folder):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    os.scandir = scandir
+    try:
+        return act()
+    finally:
+        os.scandir = real
+
+
 def stylize_argv(ctx: dict, *paths, out=None, extra=()) -> list:
     return ["--models", ctx["models"], "stylize", *paths, "-o", out or ctx["out"], "--style", "tiny",
             "--size", "64", "--faces", "off", "-q", *extra]
@@ -200,6 +219,10 @@ CLI = [
          run_stylize(out=lambda c: c["in"] / "anime"), 0, defect=6,
          check=not_written("in/anime/anime")),
     # --- the batch carries on ---
+    Case("cli-unreadable-sub-folder-is-reported", "cli",
+         lambda r: {**base(r, a__jpg=jpeg), "sub": jpeg(r / "in" / "sub" / "b.jpg", seed=2)},
+         lambda c: _unlistable(c["in"] / "sub", lambda: run_stylize()(c)), 1, "cannot read this folder", defect=17,
+         check=written("out/a.jpg")),
     Case("cli-thin-image", "cli", lambda r: base(r, a__png=lambda p: png(p, 1, 900)),
          lambda c: cli(["--models", c["models"], "stylize", c["in"], "-o", c["out"], "--style", "randv2",
                         "--size", "256", "-q", "--faces", "off"]), 0, defect=1, check=written("out/a.png")),
