@@ -98,8 +98,9 @@ class Stylizer:
     centred square crop, no detection) or "off"; None means "auto". The
     detector, YuNet, ships inside the package and runs on ONNX Runtime, so
     this needs no download and no extra; a photo without faces costs only
-    the detection (about 20 ms on one core). ``face_detector="mtcnn"`` uses
-    MTCNN instead (needs ``pip install 'animelite[mtcnn]'``). ``face_style``
+    the detection (about 15 ms of CPU at the default size).
+    ``face_detector="mtcnn"`` uses MTCNN instead (needs
+    ``pip install 'animelite[mtcnn]'``). ``face_style``
     stylizes the faces with another style (e.g. "cute").
 
     Speed: ``backend`` ("onnxruntime" or "openvino") and ``precision`` ("fp32",

@@ -11,7 +11,8 @@ on by default, and ``pip install animelite`` alone must give the whole face
 pipeline). The two ways were measured on this project's 2-core AMD EPYC, one
 thread each, on a machine busy with other jobs (load 2 to 7), so the times
 are high and the ratios are what counts (medians of 3 sessions of 5-7 runs,
-200 detections each for the steady state):
+200 detections each for the steady state; CPU time, which the load inflates
+less, from 300 more):
 
 =================================  ==============================  ===============================
 measure                            ONNX Runtime (chosen)           OpenCV (``cv2.FaceDetectorYN``)
@@ -19,7 +20,7 @@ measure                            ONNX Runtime (chosen)           OpenCV (``cv2
 install size                       0 (animelite needs ORT anyway)  +153 MiB (cv2 72, its .libs 81)
 first detection, in animelite      65 ms                           94 ms (import cv2 included)
 first detection, bare process      395 ms                          268 ms
-detection at 640 px, steady        23 ms                           36 ms
+detection at 640 px, steady        23 ms (CPU time 11 ms)          36 ms (CPU time 18 ms)
 agreement, 21 portraits at 640 px  the same 26 faces: IoU > 0.99999, landmarks within 1e-4 px
 =================================  ==============================  ===============================
 
