@@ -48,10 +48,12 @@ def test_stylize_array_sizes_and_timings(store, style):
     r = s.stylize(rgb)
     assert r.working_size == working_size(300, 200, 128, s.style.size_multiple)
     assert r.image.shape == (r.working_size[1], r.working_size[0], 3) and r.image.dtype == np.uint8
-    assert set(r.timings) == {"decode", "preprocess", "inference", "postprocess"}
+    # faces are on by default (YuNet ships in the package): the stage runs and finds no face here
+    assert set(r.timings) == {"decode", "preprocess", "inference", "faces", "postprocess"}
+    assert r.faces is not None and r.faces.mode == "auto" and r.faces.found == 0
     assert all(v >= 0 for v in r.timings.values())
     r = s.encode(r, "png")
-    assert list(r.timings) == [s for s in STAGES if s != "faces"]  # faces are off: no yunet in this store
+    assert list(r.timings) == list(STAGES)
     assert Image.open(io.BytesIO(r.encoded)).size == r.working_size
 
 

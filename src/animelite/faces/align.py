@@ -11,13 +11,17 @@ and the chin with some neck (about 2 inter-ocular distances each way). The
 numbers are typical adult proportions measured in inter-ocular units (nose tip
 0.5 and mouth corners 1.0 below the eye line, mouth 0.9 wide), not copied from
 any other project's template.
+
+Resampling is numpy and Pillow only (no OpenCV): :func:`area_resize`
+(Pillow's box filter, i.e. area averaging when shrinking) and :func:`warp`
+(bilinear sampling through the inverse transform, OpenCV's pixel convention:
+pixel (i, j) is the point x = j, y = i).
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from .detect import require_cv2
+from PIL import Image
 
 IOD = 0.23  # inter-ocular distance as a fraction of the crop side
 EYE_Y = 0.46
@@ -99,16 +103,85 @@ def _bounds(m_dst2src: np.ndarray, dst_w: int, dst_h: int) -> tuple[float, float
     return p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()
 
 
+_UINT8_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def area_resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """*img* (H, W) or (H, W, C), uint8 or float32, resized to *size* = (width, height) with a box filter.
+
+    Shrinking, each output pixel is the mean of the input pixels under it
+    (no aliasing); uint8 images with 1, 3 or 4 channels go through Pillow in
+    one call, anything else one float32 channel at a time.
+    """
+    w, h = int(size[0]), int(size[1])
+    if (img.shape[1], img.shape[0]) == (w, h):
+        return img
+    chans = 1 if img.ndim == 2 else img.shape[2]
+    if img.dtype == np.uint8 and chans in _UINT8_MODES:
+        src = img if img.ndim == 2 or chans > 1 else img[:, :, 0]
+        out = np.asarray(Image.fromarray(np.ascontiguousarray(src), _UINT8_MODES[chans]).resize(
+            (w, h), Image.Resampling.BOX))
+        return out.reshape(h, w, *img.shape[2:])
+    planes = img.reshape(img.shape[0], img.shape[1], chans).astype(np.float32, copy=False)
+    out = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(planes[:, :, c]), "F").resize(
+        (w, h), Image.Resampling.BOX)) for c in range(chans)], axis=2)
+    return out.reshape(h, w, *img.shape[2:]).astype(img.dtype, copy=False)
+
+
+def _reflect101(i: np.ndarray, n: int) -> np.ndarray:
+    """Indices mirrored into [0, n) without repeating the edge pixel (..., 2, 1, 0, 1, 2, ..., n-2, n-1, n-2, ...)."""
+    if n == 1:
+        return np.zeros_like(i)
+    period = 2 * (n - 1)
+    j = np.mod(i, period)
+    return np.where(j >= n, period - j, j)
+
+
+def _sample_bilinear(src: np.ndarray, m_dst2src: np.ndarray, dst_w: int, dst_h: int, border: str) -> np.ndarray:
+    """Bilinear samples (float32) of *src* (H, W, C, any dtype) at the points ``m_dst2src`` maps the dst grid to.
+
+    The source region the samples reach (plus a 2-pixel margin) is cut out
+    first, mirrored or zero-filled where it runs off *src*, so every sample
+    has its four neighbours; Pillow then samples each channel (mode "F",
+    bilinear, in double precision). Pillow puts pixel j's centre at j + 0.5,
+    this module at j: the transform is shifted by half a pixel on both sides.
+    """
+    h, w = src.shape[:2]
+    a = np.asarray(m_dst2src, np.float64)
+    x_min, y_min, x_max, y_max = _bounds(a, max(dst_w - 1, 0), max(dst_h - 1, 0))
+    x_lo, y_lo = int(np.floor(x_min)) - 2, int(np.floor(y_min)) - 2
+    x_hi, y_hi = int(np.ceil(x_max)) + 3, int(np.ceil(y_max)) + 3
+    xs, ys = np.arange(x_lo, x_hi), np.arange(y_lo, y_hi)
+    if border == "reflect":
+        region = src[_reflect101(ys, h)][:, _reflect101(xs, w)].astype(np.float32, copy=False)
+    else:  # zero outside the picture
+        region = np.zeros((len(ys), len(xs), src.shape[2]), np.float32)
+        ry, rx = (ys >= 0) & (ys < h), (xs >= 0) & (xs < w)
+        if ry.any() and rx.any():
+            region[np.ix_(ry, rx)] = src[ys[ry][0]:ys[ry][-1] + 1, xs[rx][0]:xs[rx][-1] + 1]
+    # Pillow: sample point = (a (x + .5) + b (y + .5) + c, d (x + .5) + e (y + .5) + f) - .5 in region pixels
+    coeffs = (a[0, 0], a[0, 1], a[0, 2] - x_lo + 0.5 - 0.5 * (a[0, 0] + a[0, 1]),
+              a[1, 0], a[1, 1], a[1, 2] - y_lo + 0.5 - 0.5 * (a[1, 0] + a[1, 1]))
+    out = np.empty((dst_h, dst_w, src.shape[2]), np.float32)
+    for c in range(src.shape[2]):
+        plane = Image.fromarray(np.ascontiguousarray(region[:, :, c], np.float32), "F")
+        out[:, :, c] = np.asarray(plane.transform((dst_w, dst_h), Image.Transform.AFFINE, coeffs,
+                                                  resample=Image.Resampling.BILINEAR))
+    return out
+
+
 def warp(src: np.ndarray, m: np.ndarray, dst_size: tuple[int, int], *, border: str = "reflect") -> np.ndarray:
     """Resample *src* through the src -> dst transform *m* into a (dst_h, dst_w) array.
 
     When *m* shrinks by more than 1.25x the needed part of *src* is first
     reduced with area averaging (no aliasing of fine detail), then warped with
-    bilinear interpolation at a scale near 1. Works on uint8 or float32 arrays
-    with 1 to 4 channels. ``border``: "reflect" (crops that run off the
-    image) or "zero" (pasting).
+    bilinear interpolation at a scale near 1. Works on uint8 (rounded back to
+    uint8) or float32 arrays, (H, W) or (H, W, C). ``border``: "reflect"
+    (mirrored without repeating the edge: crops that run off the image) or
+    "zero" (pasting).
     """
-    cv2 = require_cv2()
+    if border not in ("reflect", "zero"):
+        raise ValueError(f"border must be 'reflect' or 'zero', not {border!r}")
     dst_w, dst_h = dst_size
     m = np.asarray(m, np.float64)
     h, w = src.shape[:2]
@@ -122,16 +195,19 @@ def warp(src: np.ndarray, m: np.ndarray, dst_size: tuple[int, int], *, border: s
             sub = src[y0:y1, x0:x1]
             f = s * 1.25  # leave a little oversampling for the bilinear step
             size = (max(1, round((x1 - x0) * f)), max(1, round((y1 - y0) * f)))
-            sub = cv2.resize(sub, size, interpolation=cv2.INTER_AREA)
+            sub = area_resize(sub, size)
             fx, fy = size[0] / (x1 - x0), size[1] / (y1 - y0)
-            # p_sub = (p - origin) * f  =>  p = p_sub / f + origin
-            m = compose(m, np.array([[1 / fx, 0.0, x0], [0.0, 1 / fy, y0]]))
+            # box-filter pixel centres: sub pixel j covers src [x0 + j / fx, x0 + (j + 1) / fx), centre
+            # x0 + (j + 0.5) / fx - 0.5 in src pixel coordinates
+            m = compose(m, np.array([[1 / fx, 0.0, x0 + 0.5 / fx - 0.5], [0.0, 1 / fy, y0 + 0.5 / fy - 0.5]]))
             src = sub
-    mode = cv2.BORDER_REFLECT_101 if border == "reflect" else cv2.BORDER_CONSTANT
-    out = cv2.warpAffine(src, m, (dst_w, dst_h), flags=cv2.INTER_LINEAR, borderMode=mode, borderValue=0)
-    if out.ndim == 2 and src.ndim == 3:
-        out = out[:, :, None]
-    return out
+    planes = src if src.ndim == 3 else src[:, :, None]
+    out = _sample_bilinear(planes, invert(m), dst_w, dst_h, border)
+    if src.dtype == np.uint8:
+        out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    else:
+        out = out.astype(src.dtype, copy=False)
+    return out if src.ndim == 3 else out[:, :, 0]
 
 
 def crop(rgb: np.ndarray, m_img2crop: np.ndarray, size: int) -> np.ndarray:

