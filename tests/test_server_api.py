@@ -219,13 +219,19 @@ def test_face_style_turns_faces_on_as_in_the_pipeline(models):
         assert r.status_code == 200, r.text
         assert "faces_found" in r.json()  # the face stage ran
         plain = c.post("/v1/stylize?size=64", content=jpeg(seed=51), headers={"Accept": "application/json"})
-        assert "faces_found" not in plain.json()  # no detector installed, no face_style: faces off
+        assert "faces_found" in plain.json()  # faces are on by default (the detector ships in the package)
+        off = c.post("/v1/stylize?size=64&faces=off", content=jpeg(seed=51), headers={"Accept": "application/json"})
+        assert "faces_found" not in off.json()
 
 
 def test_faces_that_cannot_run_are_refused_not_ignored(models, monkeypatch):
-    from animelite.faces import stage
+    from animelite.faces import FacesUnavailable, stage
 
-    monkeypatch.setattr(stage, "cv2_available", lambda: False)  # as without OpenCV
+    def missing(*_a, **_k):  # as an installation whose YuNet file was removed
+        raise FacesUnavailable("the YuNet face detector model is missing from this installation: "
+                               "reinstall animelite, or run with faces='off'")
+
+    monkeypatch.setattr(stage, "get_detector", missing)
     with client(config(models, warmup=False)) as c:
         msg = assert_error(c.post("/v1/stylize?size=64&face_style=randv2", content=jpeg(seed=52)),
                            400, "faces_unavailable")

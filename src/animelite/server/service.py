@@ -21,7 +21,6 @@ from importlib import resources
 from typing import Any
 
 from ..errors import AnimeliteError, ModelError, StyleError
-from ..faces import cv2_available
 from ..faces.stage import DETECTOR_STYLE, resolve_mode
 from ..options import DEFAULT_BACKEND, FACE_MODES, FORMAT_EXTENSIONS, MAX_SESSIONS
 from ..pipeline import Stylizer
@@ -43,7 +42,7 @@ MAX_STYLIZERS = 32
 class FaceSupport:
     """What the face stage can do on this server (for ``GET /v1/styles``)."""
 
-    available: bool  # OpenCV is installed, so faces can run
+    available: bool  # the face stage can run here
     default: str  # what a request that leaves faces out gets (the pipeline's rule)
     modes: tuple[str, ...] = FACE_MODES
     supported: bool = True  # the pipeline has a face stage
@@ -134,7 +133,8 @@ class StylizeService:
     # ---------------------------------------------------------------- what this server offers
     @property
     def face_support(self) -> FaceSupport:
-        return FaceSupport(available=cv2_available(), default=resolve_mode(None, self.store))
+        # YuNet ships in the package and runs on ONNX Runtime: faces can always run
+        return FaceSupport(available=True, default=resolve_mode(None, self.store))
 
     def parse_params(self, raw: dict[str, str]) -> Params:
         return parse_params(raw, self.config, self.store)
