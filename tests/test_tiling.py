@@ -296,7 +296,9 @@ def test_memory_of_the_shared_stats_path(v2_store):
 def hayao(tmp_path_factory, shared_models) -> Stylizer:
     store = ModelStore(tmp_path_factory.mktemp("hayao") / "models")
     store.pull("hayao", mirror=shared_models, progress=False)
-    return Stylizer("hayao", store=store, size=768, faces="off", tile="off", notice=lambda text: None)
+    # fp32: the tiles are compared with full-frame runs ("auto" would run the full frames at INT8)
+    return Stylizer("hayao", store=store, size=768, faces="off", tile="off", notice=lambda text: None,
+                    precision="fp32")
 
 
 def _photo(shared_photos: Path, name: str, size: int) -> np.ndarray:
@@ -328,11 +330,11 @@ def test_hayao_tiles_match_full_frame(hayao, shared_photos):
 def test_hayao_no_seams(hayao, shared_photos):
     img = _photo(shared_photos, "v3_6.jpg", 1024)  # 1024x576: stats pass at 768, 18 tiles of 256
     plan = tiling.plan_tiles(img.shape[1], img.shape[0], 256)
-    tiled = Stylizer("hayao", store=hayao.store, size=1024, faces="off", tile=256).stylize(img).image
+    tiled = Stylizer("hayao", store=hayao.store, size=1024, faces="off", tile=256, precision="fp32").stylize(img).image
     seams = tiling.seam_profile(tiled, plan)
     # The picture itself has more or fewer edges on some rows and columns: the same measure on one
     # full-frame run (no borders at all) says how much of the ratio is content.
-    full = Stylizer("hayao", store=hayao.store, size=1024, faces="off", tile="off").stylize(img).image
+    full = Stylizer("hayao", store=hayao.store, size=1024, faces="off", tile="off", precision="fp32").stylize(img).image
     content = tiling.seam_profile(full, plan)
     print(f"hayao 1024x576, {plan.count} tiles: |adjacent diff| across {seams['borders']} borders "
           f"{seams['across_borders']:.3f}, inside tiles {seams['inside_tiles']:.3f}, ratio {seams['ratio']:.3f} "

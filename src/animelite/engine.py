@@ -11,9 +11,12 @@ Backends and precisions:
 =============  ======================================================  =========
 backend        precisions                                              needs
 =============  ======================================================  =========
-onnxruntime    fp32; int8 (a QDQ model from ``models quantize``)       always
+onnxruntime    fp32; int8 (a QDQ model, :mod:`animelite.quantize`)     always
 openvino       fp32; bf16 (where the CPU has AVX512-BF16/AMX); int8    optional
 =============  ======================================================  =========
+
+Which of them is fast here depends on the CPU: :func:`cpu_flags` reads what
+``precision="auto"`` (:func:`animelite.quantize.auto_precision`) checks.
 
 Both runtimes are thread-safe for concurrent calls: ONNX Runtime sessions
 accept concurrent ``run`` calls; OpenVINO gets one infer request per thread.
@@ -50,13 +53,40 @@ def openvino_available() -> bool:
     return True
 
 
+#: x86 CPU flags (``/proc/cpuinfo``) with an 8-bit dot-product instruction: where they are, INT8
+#: convolutions run faster than fp32; without them (plain AVX2) they are often slower
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+#: x86 CPU flags with native bf16 arithmetic (OpenVINO's bf16; ONNX Runtime has no bf16 CPU convolutions)
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (the ``flags`` line of ``/proc/cpuinfo``).
+
+    Empty where there is no such file (macOS, Windows) or no x86 flags line
+    (ARM lists ``Features``): callers then assume nothing and stay on fp32.
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_has_int8_dot() -> bool:
+    """Whether the CPU has VNNI (AVX512-VNNI or AVX-VNNI) or AMX-INT8, the instructions that make INT8 fast."""
+    flags = cpu_flags()
+    return any(f in flags for f in INT8_FLAGS)
+
+
 def cpu_has_bf16() -> bool:
     """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    flags = cpu_flags()
+    return any(f in flags for f in BF16_FLAGS)
 
 
 def check_backend(backend: str, precision: str) -> None:

@@ -28,8 +28,13 @@ MIN_TILE = 128
 # -- speed ------------------------------------------------------------------------
 BACKENDS = ("onnxruntime", "openvino")
 DEFAULT_BACKEND = "onnxruntime"
-PRECISIONS = ("fp32", "bf16", "int8")
-DEFAULT_PRECISION = "fp32"
+PRECISIONS = ("fp32", "bf16", "int8")  #: what the engine runs (a resolved precision)
+#: "auto": the fastest precision measured as equivalent to fp32 for the style, on this CPU
+#: (:func:`animelite.quantize.resolve_precision`); never a precision the engine runs itself
+AUTO_PRECISION = "auto"
+#: what a user may ask for (front ends' choices): "auto" or one of PRECISIONS
+PRECISION_CHOICES = (AUTO_PRECISION,) + PRECISIONS
+DEFAULT_PRECISION = AUTO_PRECISION
 MODES = ("full", "hd")  #: "hd": run small, restore detail with a guided filter
 DEFAULT_MODE = "full"
 HD_SCALE = 0.75  #: HD mode runs the generator at this fraction of the working long side

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import imageio, tiling
+from . import imageio, quantize, tiling
 from .engine import Generator, GeneratorPool, ModelSpec, check_backend, get_generator, probe_min_side
 from .errors import StyleError
 from .faces.stage import FaceSummary, make_face_stage, resolve_mode
@@ -25,9 +25,8 @@ from .guided import guided_upsample
 from .imageops import resize_rgb, to_uint8, working_size
 from .options import (BACKENDS, DEFAULT_BACKEND, DEFAULT_FACE_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_MODE,
                       DEFAULT_PRECISION, DEFAULT_SIZE, FACE_MODES, HD_MAX_SIZE, HD_SCALE, MAX_FACE_SIZE,
-                      MAX_SESSIONS, MAX_SIZE, MAX_THREADS, MIN_FACE_SIZE, MIN_SIZE, MODES, PRECISIONS, SIZE_AUTO,
-                      AUTO_SIZE_MAX, OptionError,
-                      one_of, whole_number)
+                      MAX_SESSIONS, MAX_SIZE, MAX_THREADS, MIN_FACE_SIZE, MIN_SIZE, MODES, PRECISION_CHOICES,
+                      SIZE_AUTO, AUTO_SIZE_MAX, OptionError, one_of, whole_number)
 from .options import DEFAULT_FACE_DETECTOR, DEFAULT_FACES, FACE_DETECTORS
 from .sizing import SizeChoice, choose_size
 from .store import ModelStore
@@ -65,6 +64,7 @@ class Result:
     background: tuple[int, int, int] | None = None  # what transparent pixels were composited over
     faces: FaceSummary | None = None  # what the face stage did, when faces are on
     size_choice: SizeChoice | None = None  # why this working size, with size="auto"
+    precision: str | None = None  # what the style's generator ran at ("fp32", "bf16", "int8")
 
     @property
     def size(self) -> tuple[int, int]:
@@ -106,8 +106,13 @@ class Stylizer:
     ``pip install 'animelite[mtcnn]'``). ``face_style``
     stylizes the faces with another style (e.g. "cute").
 
-    Speed: ``backend`` ("onnxruntime" or "openvino") and ``precision`` ("fp32",
-    "bf16" on openvino, "int8" after ``models quantize``); ``mode="hd"`` runs
+    Speed: ``backend`` ("onnxruntime" or "openvino") and ``precision``: "auto"
+    (the default: the fastest precision measured equivalent to fp32 for the
+    style on this CPU, see :func:`animelite.quantize.auto_precision`), "fp32",
+    "bf16" (openvino) or "int8" (the INT8 model is made on first use). After
+    construction ``precision`` is what runs and ``precision_reason`` says why;
+    each :class:`Result` says what its image ran at (an "auto" INT8 style runs
+    fp32 on images tiled with shared statistics, which INT8 cannot run). ``mode="hd"`` runs
     the generator at ``hd_size`` (default 3/4 of ``size``) and restores the
     detail with a guided filter; ``sessions`` > 1 keeps that many independent
     sessions so several images can be stylized at once from several threads.
@@ -155,7 +160,7 @@ class Stylizer:
         if threads is not None:
             whole_number("threads", threads, 1, MAX_THREADS)
         backend = one_of("backend", backend, BACKENDS)
-        precision = one_of("precision", precision, PRECISIONS)
+        precision = one_of("precision", precision, PRECISION_CHOICES)
         if precision == "bf16" and backend != "openvino":
             raise OptionError("bf16 runs on the openvino backend only (ONNX Runtime has no bf16 CPU convolutions): "
                               "use --backend openvino --precision bf16")
@@ -187,10 +192,13 @@ class Stylizer:
         self.auto_pull = auto_pull
         self.keep_size = keep_size
         self.max_pixels = max_pixels
-        self.backend, self.precision, self.sessions = backend, precision, sessions
+        self.backend, self.precision_requested, self.sessions = backend, precision, sessions
         self._threads = threads
-        check_backend(backend, precision)  # what this machine lacks (OpenVINO not installed)
+        check_backend(backend, "fp32" if precision == "auto" else precision)  # what this machine lacks (OpenVINO)
+        self._reasons: dict[str, str] = {}  # style name -> why it runs at its precision
         self.generator: Generator | GeneratorPool = self._open_generator(self.style, notice)
+        self.precision: str = self.generator.precision  # resolved: what runs ("auto" chose it, or asked for)
+        self.precision_reason: str = self._reasons[self.style.name]
         # Face-aware pass (animelite.faces): None when faces are off.
         face_mode = resolve_mode(faces, self.store, face_style)
         face_generator = None
@@ -205,11 +213,11 @@ class Stylizer:
         """A warm session for *style* with this stylizer's backend, precision, threads and sessions."""
         if self.auto_pull and not self.store.is_present(style):
             self.store.pull(style.name)
-        model_path = (self.store.quantized_path(style) if self.precision == "int8"
-                      else self.store.runtime_path(style))
+        model_path, precision, self._reasons[style.name] = quantize.model_for_precision(
+            self.store, style, self.precision_requested, self.backend, notice)
         spec = ModelSpec(path=model_path, layout=style.layout,
                          value_range=style.value_range, size_multiple=style.size_multiple)
-        generator = get_generator(spec, self._threads, self.backend, self.precision, self.sessions)
+        generator = get_generator(spec, self._threads, self.backend, precision, self.sessions)
         notice_text = self.store.licence_notice_once(style)
         if notice_text:
             if notice is None:
@@ -218,15 +226,24 @@ class Stylizer:
                 notice(notice_text)
         return generator
 
-    def _shared_stats(self) -> tiling.SharedStatsModel | None:
+    def _uses_shared_stats(self) -> bool:
+        return self.style.family == "animeganv2" and self.style.needs_conversion
+
+    def _shared_stats(self, precision: str | None = None) -> tiling.SharedStatsModel | None:
         """The stats + tile graphs of an AnimeGANv2 style for tiled runs, or None when its norms are out of reach."""
-        style = self.style
-        if style.family != "animeganv2" or not style.needs_conversion:
+        style, precision = self.style, precision or self.precision
+        if not self._uses_shared_stats():
             return None
         return tiling.SharedStatsModel(self.store.runtime_path(style, graph="stats"),
                                        self.store.runtime_path(style, graph="tile"),
                                        self.generator.threads, style.value_range,
-                                       backend=self.backend, precision=self.precision)
+                                       backend=self.backend, precision=precision)
+
+    def _precision_for(self, tile: int | None) -> str:
+        """What this image runs at: "auto" INT8 becomes fp32 on shared-statistics tiles (INT8 has no tile graph)."""
+        if tile and self.precision == "int8" and self.precision_requested == "auto" and self._uses_shared_stats():
+            return "fp32"
+        return self.precision
 
     def _run(self, x: np.ndarray, tile: int | None) -> np.ndarray:
         """The generator (or the tiler) on the working image *x*, padded first when a side is thinner than
@@ -244,7 +261,7 @@ class Stylizer:
     def _run_tiled(self, x: np.ndarray, tile: int) -> np.ndarray:
         # float out when the face stage will paste faces into it
         return tiling.stylize_tiled(x, tile, generator=self.generator, multiple=self.style.size_multiple,
-                                    shared=self._shared_stats(),
+                                    shared=self._shared_stats(self._precision_for(tile)),
                                     dtype=np.float32 if self.face_stage is not None else np.uint8)
 
     # -- stages -------------------------------------------------------------
@@ -302,7 +319,7 @@ class Stylizer:
         return Result(image=out, alpha=alpha, style=self.style.name, input_size=(width, height),
                       working_size=work, timings=timings, icc_profile=decoded.icc_profile,
                       background=decoded.background if alpha is not None else None, faces=face_summary,
-                      size_choice=size_choice)
+                      size_choice=size_choice, precision=self._precision_for(tile))
 
     def encode(self, result: Result, fmt: str = "png", quality: int = 92) -> Result:
         with _timed(result.timings, "encode"):
@@ -341,18 +358,18 @@ _default_stylizers: dict[tuple, Stylizer] = {}
 
 def stylize(image, style: str = DEFAULT_STYLE, size: int | str = DEFAULT_SIZE, *, keep_size: bool = False,
             models_dir: str | Path | None = None, threads: int | None = None, faces: str | None = DEFAULT_FACES,
-            face_style: str | None = None) -> Image.Image:
+            face_style: str | None = None, precision: str = DEFAULT_PRECISION) -> Image.Image:
     """Stylize one image and return a PIL image: the whole API in one call.
 
     ``image`` is a file path, encoded bytes, a PIL image or an (H, W, 3) uint8
     RGB array. Repeated calls with the same settings reuse one warm session.
     ``faces`` ("auto", the default: faces found and restyled at full detail;
-    "off"; "portrait") and ``face_style``: see :class:`Stylizer`.
+    "off"; "portrait"), ``face_style`` and ``precision`` ("auto"): see :class:`Stylizer`.
     """
-    key = (style, size, keep_size, str(models_dir) if models_dir else None, threads, faces, face_style)
+    key = (style, size, keep_size, str(models_dir) if models_dir else None, threads, faces, face_style, precision)
     stylizer = _default_stylizers.get(key)
     if stylizer is None:
         stylizer = Stylizer(style, size=size, keep_size=keep_size, models_dir=models_dir, threads=threads,
-                            faces=faces, face_style=face_style)
+                            faces=faces, face_style=face_style, precision=precision)
         _default_stylizers[key] = stylizer
     return stylizer.stylize(image).to_pil()

@@ -1,9 +1,21 @@
-"""INT8 models: static QDQ quantization calibrated on real photos.
+"""INT8 models: static QDQ quantization calibrated on real photos, made on first use; and ``precision="auto"``.
 
-``animelite models quantize STYLE --calib DIR`` writes ``<runtime stem>.int8.onnx``
-beside the fp32 runtime model. Weights are quantized per output channel
-(int8, symmetric), activations per tensor (uint8, min/max calibrated on the
-photos in DIR at the working size the product uses).
+``--precision int8`` needs no prior step: the first use makes
+``<runtime stem>.int8.onnx`` beside the fp32 runtime model, calibrated on the
+photos that ship in ``animelite/calibration/`` (:func:`ensure_int8`).
+``animelite models quantize STYLE --calib DIR`` makes it from your own photos
+instead; such a model is never replaced by an automatic one, while an
+automatic one is replaced by ``models quantize``. Weights are quantized per
+output channel (int8, symmetric), activations per tensor (uint8, min/max
+calibrated on the photos at the working size the product uses).
+
+``precision="auto"`` (:func:`auto_precision`) runs a style at INT8 (or bf16
+on OpenVINO) only where the style's catalog entry records that precision as
+measured equivalent to fp32 (:data:`EQUIVALENT_PSNR_DB` or more against the
+fp32 output) and faster (:data:`MIN_SPEEDUP`), and only on a CPU with the
+instructions that made it faster (VNNI/AMX for INT8, AVX512-BF16/AMX for
+bf16: :func:`animelite.engine.cpu_flags`); everything else runs fp32, so
+"auto" never changes the look by more than that measured difference.
 
 Mixed precision, chosen by measurement (PSNR against the fp32 output of the
 same style on held-out photos at 512, see README): only convolutions are
@@ -17,20 +29,38 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from . import engine
 from .engine import model_input as _model_input
 from .errors import AnimeliteError, ModelError
 from .imageio import decode_image
 from .imageops import resize_rgb, working_size
-from .options import IMAGE_SUFFIXES
+from .options import AUTO_PRECISION, IMAGE_SUFFIXES
+from .styles import Style
 
 QUANTIZER_VERSION = 1
 CALIBRATION_SIZE = 384
 CALIBRATION_COUNT = 16
+#: the calibration photos that ship in the package (public domain / CC0; see LICENSES.md there)
+SHIPPED_CALIBRATION = Path(__file__).resolve().parent / "calibration"
+#: "auto" takes a precision whose measured PSNR against the fp32 output is at least this ...
+EQUIVALENT_PSNR_DB = 30.0
+#: ... and that was measured at least this much faster than fp32
+MIN_SPEEDUP = 1.1
+#: making an INT8 model from the shipped photos took about this many seconds per MB of fp32 model
+#: (hayao 8.6 MB: 16 s, shinkai 4.2 MB: 6 s, cute 2.5 MB: 2 s on a 2-core AMD EPYC): the first-use notice's estimate
+SECONDS_PER_MB = 1.9
+
+Notice = Callable[[str], None]
+
+
+class PrecisionNotice(UserWarning):
+    """``precision="auto"`` ran fp32 where INT8 was expected (no notice callback was given)."""
 
 
 def calibration_photos(folder: Path, count: int = CALIBRATION_COUNT) -> list[Path]:
@@ -139,29 +169,172 @@ def quantize_model(fp32_path: Path, out_path: Path, inputs: Sequence[np.ndarray]
             source.unlink(missing_ok=True)
 
 
-def quantize_style(store, name, calib_dir: str | Path, *, count: int | None = None) -> Path:
+def check_quantizable(fp32_path: Path) -> None:
+    """A ModelError saying why the quantizer cannot take *fp32_path*, before any calibration work."""
+    import onnx
+
+    model = onnx.load(str(fp32_path), load_external_data=False)
+    if len(model.graph.input) != 1:
+        raise ModelError(f"{fp32_path}: only single-input generators can be quantized")
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    if not convs or any(not name for name in convs):
+        raise ModelError(f"{fp32_path}: no named convolutions to quantize")
+
+
+def quantize_style(store, name, calib_dir: str | Path, *, count: int | None = None, origin: str = "user") -> Path:
     """Make (or remake) the INT8 QDQ model of style *name* in *store*, calibrated on photos from *calib_dir*.
 
     Written beside the fp32 runtime model with a sidecar that records the fp32
-    model's checksum and the calibration set, so a changed fp32 model is
-    noticed (:meth:`animelite.store.ModelStore.quantized_path`).
+    model's checksum, the calibration set and its *origin* ("user": ``models
+    quantize``; "auto": the shipped photos, :func:`ensure_int8`), so a changed
+    fp32 model is noticed (:meth:`animelite.store.ModelStore.int8_state`).
+    A models directory that cannot be written gives a
+    :class:`~animelite.store.CacheWriteError` naming the file.
     """
     style = store.style(name)
     fp32 = store.runtime_path(style)
     photos = calibration_photos(Path(calib_dir), count or CALIBRATION_COUNT)
+    check_quantizable(fp32)
     inputs = calibration_inputs(photos, style.layout, style.size_multiple, value_range=style.value_range)
     out = store.int8_target(style)
-    meta = {"fp32_sha256": store.fp32_sha256(style), "quantizer_version": QUANTIZER_VERSION,
+    meta = {"fp32_sha256": store.fp32_sha256(style), "quantizer_version": QUANTIZER_VERSION, "origin": origin,
             "calibration": {"photos": [p.name for p in photos], "sha256": calibration_digest(photos),
                             "size": CALIBRATION_SIZE}}
 
     def write(tmp: Path) -> None:
         try:
             quantize_model(fp32, tmp, inputs)
-        except AnimeliteError:
+        except (AnimeliteError, OSError):  # OSError: the disk (full, read-only), named by install_with_sidecar
             raise
         except Exception as exc:  # noqa: BLE001 - the ORT quantizer raises assorted errors
             raise ModelError(f"cannot quantize style '{style.name}': {type(exc).__name__}: {exc}") from exc
 
-    store.install_with_sidecar(write, out, out.with_name(out.name + ".json"), meta)
+    store.install_with_sidecar(write, out, out.with_name(out.name + ".json"), meta,
+                               what=f"INT8 model of style '{style.name}'")
     return out
+
+
+# ------------------------------------------------------------------ INT8 on first use
+
+
+def _auto_is_current(meta: dict, photos: Sequence[Path]) -> bool:
+    """Whether an automatic INT8 model was made by this quantizer from these shipped photos."""
+    calib = meta.get("calibration") if isinstance(meta.get("calibration"), dict) else {}
+    return meta.get("quantizer_version") == QUANTIZER_VERSION and calib.get("sha256") == calibration_digest(photos)
+
+
+def estimate_seconds(fp32_path: Path, photos: int) -> int:
+    """About how long making an INT8 model takes here (see :data:`SECONDS_PER_MB`)."""
+    mb = Path(fp32_path).stat().st_size / 1e6
+    return max(1, round(SECONDS_PER_MB * mb * photos / 6))
+
+
+def ensure_int8(store, style: str | Style, notice: Notice | None = None) -> Path:
+    """The INT8 model of *style*, made on first use from the shipped calibration photos.
+
+    Uses, in order: the style's own INT8 model (``models quantize`` or an
+    earlier first use), an embedded style's shipped one, else makes one,
+    saying so through *notice* ("making the INT8 model of hayao (first use,
+    ~16 s)..."). A user-calibrated model is never replaced: if it is damaged
+    or was made from another fp32 model, the error says how to make it again.
+    An automatic one that is damaged, stale or from an older quantizer or
+    calibration set is made again. One maker at a time per file
+    (:meth:`~animelite.store.ModelStore.int8_lock`); a thread or process that
+    waited finds the model made and uses it. An unwritable models directory
+    is a ModelError naming the file, and fp32 still works.
+    """
+    from .store import CacheWriteError
+
+    style = store.style(style)
+    photos = calibration_photos(SHIPPED_CALIBRATION)
+
+    def usable(found) -> bool:
+        return found.usable and not (found.state == "ok" and found.origin == "auto"
+                                     and not _auto_is_current(found.meta, photos))
+
+    found = store.int8_state(style)
+    if usable(found):
+        return found.path
+    if found.origin == "user":  # stale or damaged, and only the user's photos can make it again
+        why = found.problem if found.state == "damaged" else f"{found.problem} (the fp32 model changed since)"
+        raise ModelError(f"style '{style.name}': the INT8 model calibrated with `models quantize` is unusable: "
+                         f"{why}; make it again with `animelite models quantize {style.name} --calib DIR`, or "
+                         f"delete {found.file} to have one made from the shipped photos")
+    with store.int8_lock(style):
+        found = store.int8_state(style)  # made meanwhile by another thread or process?
+        if usable(found):
+            return found.path
+        fp32 = store.runtime_path(style)
+        try:
+            check_quantizable(fp32)
+        except ModelError as exc:
+            raise ModelError(f"style '{style.name}' cannot run at INT8: {exc}; use --precision fp32") from exc
+        if notice is not None:
+            notice(f"making the INT8 model of {style.name} (first use, ~{estimate_seconds(fp32, len(photos))} s)...")
+        try:
+            return quantize_style(store, style, SHIPPED_CALIBRATION, origin="auto")
+        except CacheWriteError as exc:
+            raise CacheWriteError(f"{exc}; --precision fp32 works without it, or set ANIMELITE_MODELS to a "
+                                  "writable folder") from exc
+
+
+# ------------------------------------------------------------------ precision="auto"
+
+
+def auto_precision(style: Style, backend: str, flags: frozenset[str] | None = None) -> tuple[str, str]:
+    """(precision, why) that ``precision="auto"`` runs *style* at on *backend* on this CPU.
+
+    The fastest of the style's :attr:`~animelite.styles.Style.measured`
+    precisions for *backend* that were measured equivalent (PSNR against fp32
+    >= :data:`EQUIVALENT_PSNR_DB`) and faster (>= :data:`MIN_SPEEDUP`) and
+    whose instructions this CPU has (``flags``, default
+    :func:`animelite.engine.cpu_flags`: ``avx512_vnni``/``avx_vnni``/``amx_int8``
+    for INT8, ``avx512_bf16``/``amx_bf16`` for bf16); else fp32.
+    """
+    flags = engine.cpu_flags() if flags is None else flags
+    best, best_speed, why = "fp32", 1.0, []
+    for m in style.measured:
+        if m.backend != backend:
+            continue
+        need = engine.INT8_FLAGS if m.precision == "int8" else engine.BF16_FLAGS
+        if m.psnr_db < EQUIVALENT_PSNR_DB:
+            why.append(f"{m.precision} measured {m.psnr_db:.1f} dB from fp32 (under {EQUIVALENT_PSNR_DB:.0f})")
+        elif m.speedup < MIN_SPEEDUP:
+            why.append(f"{m.precision} measured {m.speedup:.2f}x fp32's speed (not faster)")
+        elif not any(f in flags for f in need):
+            why.append(f"{m.precision} needs {' or '.join(need)}, which this CPU lacks")
+        elif m.speedup > best_speed:
+            has = next(f for f in need if f in flags)
+            best, best_speed = m.precision, m.speedup
+            why = [f"{m.precision}: measured {m.psnr_db:.1f} dB from fp32 and {m.speedup:.2f}x faster; CPU has {has}"]
+    if best == "fp32" and not why:
+        why.append(f"no faster precision measured for '{style.name}' on {backend}")
+    return best, "; ".join(why)
+
+
+def model_for_precision(store, style: Style, precision: str, backend: str,
+                        notice: Notice | None = None) -> tuple[Path, str, str]:
+    """(model file, precision it runs at, why) for *style* asked at *precision* (``"auto"`` included).
+
+    An explicit "int8" makes the INT8 model on first use or fails with the
+    reason; "auto" that chose INT8 falls back to fp32 with a notice (or a
+    :class:`PrecisionNotice` warning) when the INT8 model cannot be had.
+    """
+    why = "asked for"
+    if precision == AUTO_PRECISION:
+        precision, why = auto_precision(style, backend)
+        why = f"auto: {why}"
+        if precision == "int8":
+            fp32 = store.runtime_path(style)  # a missing fp32 model is its own error, not a reason to fall back
+            try:
+                return ensure_int8(store, style, notice), "int8", why
+            except ModelError as exc:
+                text = f"style '{style.name}' runs fp32: its INT8 model cannot be had ({exc})"
+                if notice is not None:
+                    notice(text)
+                else:
+                    warnings.warn(text, PrecisionNotice, stacklevel=4)
+                return fp32, "fp32", text
+    elif precision == "int8":
+        return ensure_int8(store, style, notice), "int8", why
+    return store.runtime_path(style), precision, why

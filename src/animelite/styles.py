@@ -23,8 +23,38 @@ ANIMEGAN_V3_LICENCE = (
     "letter from the author (TachibanaYoshino/AnimeGANv3)."
 )
 
+#: where the ``measured`` figures below come from: ``scripts/measure_auto_precision.py --count 10 --runs 7``,
+#: 10 held-out photos of ../shared/photos/scenes at 512 (the shipped calibration photos left out)
+MEASURED_ON = "AMD EPYC, 2 cores (AVX512-VNNI, AVX512-BF16, no AMX); ORT 1.32, OpenVINO 2026.4"
+
+
+def _measured(*rows: tuple[str, str, float, float, float]) -> tuple[Measured, ...]:
+    return tuple(Measured(backend, precision, psnr_db, ssim, speedup, MEASURED_ON)
+                 for backend, precision, psnr_db, ssim, speedup in rows)
+
+
 _PT_BASE = "https://github.com/bryandlee/animegan2-pytorch/raw/25d7b017267208dfaf34026aa3425e518372aa2f/weights/"
 _V3_BASE = "https://github.com/tuanmjnh/AnimeGANv3_Video/raw/9d1e5e9e3a2f54a3d6781880a4df1d996e842a7b/resources/"
+
+
+@dataclass(frozen=True)
+class Measured:
+    """How a faster precision of a style compared with its fp32 run, as measured (``precision="auto"`` data).
+
+    ``psnr_db``/``ssim``: median over held-out photos at 512 of the output at
+    ``precision`` against the fp32 output of the same style and backend;
+    ``speedup``: fp32 time / ``precision`` time for the generator at 512 on
+    one thread (median of runs side by side) on ``cpu``. ``precision="auto"``
+    picks a precision only when its entry says it is equivalent and faster
+    (:func:`animelite.quantize.auto_precision`); a style with no entry runs fp32.
+    """
+
+    backend: str  # "onnxruntime" | "openvino"
+    precision: str  # "int8" | "bf16"
+    psnr_db: float
+    ssim: float
+    speedup: float
+    cpu: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,6 +91,9 @@ class Style:
     # ``models quantize`` step); a user-made INT8 model in the models directory takes precedence
     int8_file: str = ""
     int8_checksum: str = ""
+    # faster precisions as measured against fp32 (scripts/measure_auto_precision.py): what
+    # ``precision="auto"`` may choose for this style; empty: auto keeps fp32
+    measured: tuple[Measured, ...] = ()
 
     @property
     def needs_conversion(self) -> bool:
@@ -113,6 +146,10 @@ register(Style(
     embedded=True,
     int8_file="hayao_lite.int8.onnx",
     int8_checksum="sha256:f45aa84280c8344c2bb6e246c167720942d2d07464863ab0a1a5db2c7a2d4f96",
+    # (backend, precision, PSNR dB and SSIM to fp32, speed-up over fp32); to the teacher's output the shipped
+    # INT8 model is as close as fp32 (28.06 vs 27.97 dB, model card)
+    measured=_measured(("onnxruntime", "int8", 45.7, 0.993, 1.98), ("openvino", "int8", 45.9, 0.993, 1.77),
+                       ("openvino", "bf16", 58.4, 0.999, 1.96)),
 ))
 
 register(Style(
@@ -131,6 +168,8 @@ register(Style(
     variant="tf",
     size_bytes=2401840,
     aliases=("miyazaki",),
+    measured=_measured(("onnxruntime", "int8", 34.0, 0.912, 2.40), ("openvino", "int8", 34.0, 0.912, 2.41),
+                       ("openvino", "bf16", 52.9, 0.999, 1.95)),
 ))
 
 register(Style(
@@ -151,6 +190,9 @@ register(Style(
     licence=ANIMEGAN_V3_LICENCE,
     description="Makoto Shinkai look: saturated blue skies and crisp light (AnimeGANv3).",
     size_bytes=4236869,
+    # OpenVINO INT8 measured no faster than its fp32: auto keeps fp32 (or bf16) there
+    measured=_measured(("onnxruntime", "int8", 42.3, 0.995, 1.56), ("openvino", "int8", 42.4, 0.995, 0.99),
+                       ("openvino", "bf16", 55.0, 0.999, 1.96)),
 ))
 
 register(Style(
@@ -166,6 +208,9 @@ register(Style(
     licence=ANIMEGAN_V3_LICENCE,
     description="Cute portrait style, small and fast (AnimeGANv3 tiny); best on faces.",
     size_bytes=2452590,
+    # OpenVINO runs this style's INT8 (QDQ) model wrongly (14.6 dB from fp32): auto never picks it
+    measured=_measured(("onnxruntime", "int8", 43.4, 0.995, 1.46), ("openvino", "int8", 14.6, 0.761, 1.27),
+                       ("openvino", "bf16", 54.8, 0.999, 1.69)),
 ))
 
 _PT_STYLES = [

@@ -19,16 +19,24 @@ if the source is damaged too, a ModelError says how to replace it.
 INT8 models (``<runtime stem>.int8.onnx``, made by
 :func:`animelite.quantize.quantize_style`) are written by
 :meth:`ConvertedModels.install_with_sidecar` too, so their sidecars also
-record their digest, checked when they are loaded; they cannot be rebuilt
-without the calibration photos, so a damaged one is an error naming the
-command that makes it again.
+record their digest, checked when they are loaded. The sidecar's ``origin``
+says who calibrated it: ``"auto"`` (made on first use from the calibration
+photos that ship in the package, so :func:`animelite.quantize.ensure_int8`
+makes a damaged or stale one again by itself) or ``"user"`` (``models
+quantize --calib DIR``; never replaced automatically, so a damaged one is an
+error naming the command that makes it again). :meth:`ConvertedModels.int8_state`
+says which file to run; :meth:`ConvertedModels.int8_lock` keeps two threads or
+processes from making the same INT8 model at once.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import convert
@@ -42,6 +50,31 @@ CONVERTER_VERSION = 1
 #: runtime_path(graph=...) -> the builder's norm_stats: "stats"/"tile" are the graphs of tiled inference
 RUNTIME_GRAPHS = {"": None, "stats": "output", "tile": "input"}
 RUNTIME_VARIANTS = RUNTIME_GRAPHS  # the name before graphs were called graphs
+
+
+class CacheWriteError(ModelError):
+    """A model could not be written to the models directory (read-only, full, missing permission)."""
+
+
+@dataclass(frozen=True)
+class Int8State:
+    """What the models directory holds as a style's INT8 model (:meth:`ConvertedModels.int8_state`)."""
+
+    path: Path | None  #: the file to run; None when there is none usable
+    state: str  #: "ok" (own file) | "shipped" (the package's) | "missing" | "stale" | "damaged"
+    origin: str  #: who calibrated the own file: "auto" | "user" ("" when there is none)
+    problem: str = ""  #: what is wrong, when not usable
+    meta: dict = field(default_factory=dict)  #: the own file's sidecar
+    file: Path | None = None  #: where the own file is (or would be), in the models directory
+
+    @property
+    def usable(self) -> bool:
+        return self.path is not None
+
+
+#: one in-process lock per INT8 file being made (threads); the lock file covers other processes
+_int8_locks: dict[Path, threading.Lock] = {}
+_int8_locks_guard = threading.Lock()
 
 
 def sidecar_of(path: Path) -> Path:
@@ -212,7 +245,7 @@ class ConvertedModels(ModelsDirectory):
         self.install_with_sidecar(lambda tmp: tmp.write_bytes(data), runtime, sidecar, meta)
 
     def install_with_sidecar(self, write: Callable[[Path], object], runtime: Path, sidecar: Path,
-                             meta: dict) -> None:
+                             meta: dict, *, what: str = "converted model") -> None:
         """Have ``write(tmp_path)`` produce a model in a temporary file, then put it and its sidecar in place.
 
         The sidecar gets *meta* plus the model's own ``sha256`` and ``size``.
@@ -220,9 +253,12 @@ class ConvertedModels(ModelsDirectory):
         the old sidecar is gone, so an interruption leaves a model that counts
         as stale (rebuilt on next use), never a sidecar vouching for the wrong
         file. On any failure no temporary file is left behind; an OSError
-        becomes a ModelError naming *runtime*.
+        becomes a :class:`CacheWriteError` (a ModelError) naming *runtime* as the *what* it is.
         """
-        self._ensure_root()
+        try:
+            self._ensure_root()
+        except ModelError as exc:
+            raise CacheWriteError(str(exc)) from exc
         try:
             with atomic_path(sidecar) as tmp_meta:
                 with atomic_path(runtime) as tmp_model:
@@ -232,7 +268,7 @@ class ConvertedModels(ModelsDirectory):
                     tmp_meta.write_bytes(json.dumps(record, indent=2, sort_keys=True).encode("utf-8") + b"\n")
                     _unlink_quiet(sidecar)
         except OSError as exc:
-            raise ModelError(f"cannot write the converted model {runtime}: {exc.strerror or exc}") from exc
+            raise CacheWriteError(f"cannot write the {what} {runtime}: {exc.strerror or exc}") from exc
 
     # ------------------------------------------------------------------ INT8
 
@@ -250,24 +286,92 @@ class ConvertedModels(ModelsDirectory):
         """SHA-256 of the fp32 runtime model, which an INT8 model's sidecar records."""
         return self._digests.sha256(self.runtime_path(style))
 
-    def quantized_path(self, style: str | Style) -> Path:
-        """The INT8 model of *style*, made by ``models quantize`` (or shipped); a clear error if there is none."""
+    def int8_state(self, style: str | Style) -> Int8State:
+        """Which INT8 model of *style* to run, if any, and why not otherwise.
+
+        The own file (``<name>.int8.onnx`` in the models directory, made on
+        first use or by ``models quantize``) comes first when its sidecar says
+        it was made from the current fp32 model and it still has the digest
+        recorded there; else an embedded style's shipped INT8 model; else
+        none: "missing", "stale" (made from another fp32 model) or "damaged".
+        """
         style = self.style(style)
         fp32 = self.runtime_path(style)
         path = self._int8_path(style)
-        meta = _read_json(sidecar_of(path))
-        if not path.is_file() or meta.get("fp32_sha256") != self._digests.sha256(fp32):
-            shipped = self._embedded_int8(style)
-            if shipped is not None and shipped.is_file():
-                return shipped
-            raise ModelError(
-                f"style '{style.name}' has no INT8 model yet (or the fp32 model changed since): run "
-                f"`animelite models quantize {style.name} --calib DIR` with a folder of photos to calibrate on"
-            )
-        problem = self._int8_problem(style)
-        if problem:
-            raise ModelError(f"style '{style.name}': {problem} (in {self.root})")
-        return path
+        sidecar = sidecar_of(path)
+        meta = _read_json(sidecar)
+        have_own = path.is_file()
+        # sidecars written before the origin was recorded came from `models quantize`
+        origin = str(meta.get("origin", "user")) if have_own else ""
+        state, problem = "ok", ""
+        if not have_own:
+            state, problem = "missing", f"{path} does not exist"
+        elif meta.get("fp32_sha256") != self._digests.sha256(fp32):
+            state, problem = "stale", (f"{path.name} was made from another fp32 model"
+                                       if meta else f"{path.name} has no readable sidecar {sidecar.name}")
+        else:
+            problem = self._int8_problem(style) or ""
+            if problem:
+                state = "damaged"
+        if state == "ok":
+            return Int8State(path, "ok", origin, meta=meta, file=path)
+        shipped = self._embedded_int8(style)
+        if shipped is not None and shipped.is_file() and state != "damaged":
+            return Int8State(shipped, "shipped", "shipped", meta=meta, file=path)
+        return Int8State(None, state, origin, problem, meta, path)
+
+    def quantized_path(self, style: str | Style) -> Path:
+        """The INT8 model of *style* as it is now (own or shipped); a clear error if there is none usable.
+
+        Nothing is made here: :func:`animelite.quantize.ensure_int8` makes a
+        missing one on first use.
+        """
+        style = self.style(style)
+        found = self.int8_state(style)
+        if found.usable:
+            return found.path
+        if found.state == "damaged":
+            raise ModelError(f"style '{style.name}': {found.problem} (in {self.root})")
+        raise ModelError(
+            f"style '{style.name}' has no INT8 model yet ({found.problem}): it is made on first use with "
+            f"--precision int8, or run `animelite models quantize {style.name} --calib DIR` with a folder "
+            "of photos to calibrate on"
+        )
+
+    @contextmanager
+    def int8_lock(self, style: str | Style) -> Iterator[None]:
+        """Hold while making *style*'s INT8 model: one maker per file across threads and processes.
+
+        Threads wait on an in-process lock; processes on an exclusive
+        ``flock`` of ``.<name>.int8.onnx.lock`` in the models directory (POSIX).
+        Where the lock file cannot be made (a read-only directory) the block
+        runs anyway: writing the model fails there too, with its own error,
+        and the atomic writes keep two makers from ever leaving a torn file.
+        """
+        style = self.style(style)
+        path = self._int8_path(style)
+        with _int8_locks_guard:
+            lock = _int8_locks.setdefault(Path(os.path.abspath(path)), threading.Lock())
+        with lock:
+            fd = None
+            try:
+                import fcntl
+            except ImportError:  # Windows: threads are covered, processes rely on the atomic writes
+                fcntl = None
+            if fcntl is not None:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except OSError:
+                    if fd is not None:
+                        os.close(fd)
+                    fd = None
+            try:
+                yield
+            finally:
+                if fd is not None:
+                    os.close(fd)  # closing releases the flock
 
     def _int8_problem(self, style: Style) -> str | None:
         """What is wrong with *style*'s own INT8 file, if it is damaged (one made before INT8 sidecars
@@ -284,5 +388,8 @@ class ConvertedModels(ModelsDirectory):
             problem = f"unreadable ({exc.strerror or exc})"
         if problem is None:
             return None
+        if meta.get("origin") == "auto":
+            return (f"{path.name} damaged (INT8 model: {problem}): it is made again on next use with "
+                    "--precision int8")
         return (f"{path.name} damaged (INT8 model: {problem}): make it again with "
                 f"`animelite models quantize {style.name} --calib DIR`")

@@ -5,7 +5,8 @@ Layout of the directory (``ANIMELITE_MODELS``, else the per-user cache dir)::
     <root>/<style.file>               published weights, as downloaded or added
     <root>/<style.runtime_file>       ONNX converted from a .tflite/.pt source
     <root>/<style.runtime_file>.json  sidecar: source sha256, converter version, the file's own sha256
-    <root>/<name>.int8.onnx(.json)    INT8 model made by ``models quantize``, and its sidecar
+    <root>/<name>.int8.onnx(.json)    INT8 model made on first use or by ``models quantize``, and its sidecar
+    <root>/.<name>.int8.onnx.lock     held while that INT8 model is being made
     <root>/user_styles.json           styles added with ``animelite models add``
     <root>/.notices/<name>            licence notice already shown for <name>
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write
 from ..errors import ModelError, StyleError
-from ..styles import Style
+from ..styles import Measured, Style
 
 USER_STYLES_FILE = "user_styles.json"
 USER_FAMILY_ONNX = "user-onnx"
@@ -36,6 +36,8 @@ def style_from_dict(data: dict) -> Style:
         kwargs["value_range"] = tuple(float(v) for v in kwargs["value_range"])
     if "aliases" in kwargs:
         kwargs["aliases"] = tuple(kwargs["aliases"])
+    if "measured" in kwargs:  # JSON lists of objects -> the frozen tuple of Measured the catalog uses
+        kwargs["measured"] = tuple(Measured(**m) for m in kwargs["measured"] or ())
     return Style(**kwargs)
 
 
