@@ -119,7 +119,8 @@ def test_bench_json(env, capsys):
     data = json.loads(capsys.readouterr().out)
     assert [r["size"] for r in data["rows"]] == [64, 96]
     for row in data["rows"]:
-        assert set(row["stages_ms"]) == {"decode", "preprocess", "inference", "postprocess", "encode"}
+        assert set(row["stages_ms"]) == {"decode", "preprocess", "inference", "faces", "postprocess", "encode"}
+        assert row["faces"] == "auto"  # faces are on by default in bench too (off only under --compare)
         assert row["photos"] == 2 and row["total_ms"] > 0
     assert run(store, "bench", "--style", "tiny", "--sizes", "64", "--threads", "1", "--count", "1") == 0
     assert "synthetic" in capsys.readouterr().out

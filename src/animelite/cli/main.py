@@ -15,7 +15,7 @@ from ..errors import AnimeliteError
 from ..options import (AUTO_TILE_TEXT, BACKENDS, DEFAULT_BACKEND, DEFAULT_FACE_SIZE, DEFAULT_MODE, DEFAULT_PRECISION,
                        DEFAULT_QUALITY, DEFAULT_SIZE, DEFAULT_TILE, FACE_MODES, FORMAT_CHOICES, MAX_FACE_SIZE,
                        MAX_QUALITY, MAX_SESSIONS, MAX_SIZE, MAX_THREADS, MIN_FACE_SIZE, MIN_QUALITY, MIN_SIZE, MIN_TILE,
-                       MODELS_ENV, MODES, PRECISIONS, SIZE_AUTO, AUTO_SIZE_MAX, AUTO_SIZE_MIN, OptionError)
+                       MODELS_ENV, MODES, PRECISION_CHOICES, SIZE_AUTO, AUTO_SIZE_MAX, AUTO_SIZE_MIN, OptionError)
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, option_message, store_for
 from .stylize import cmd_stylize
 
@@ -189,8 +189,10 @@ def _positive_int(lo: int, hi: int):
 def _speed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                    help=f"inference runtime (default {DEFAULT_BACKEND})")
-    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
-                   help=f"{DEFAULT_PRECISION} (default); bf16 with --backend openvino; int8 after `models quantize`")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default=DEFAULT_PRECISION,
+                   help="auto (default): the fastest precision measured as faithful as fp32 for the style on this "
+                        "CPU (-v says which ran and why); fp32; bf16 with --backend openvino; int8 (the INT8 model "
+                        "is made on first use, or by `models quantize` from your own photos)")
     p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                    help=f"{DEFAULT_MODE} (default) or hd: run the model smaller, restore detail guided by the photo")
     p.add_argument("--hd-size", type=_positive_int(MIN_SIZE, MAX_SIZE), default=None,
@@ -202,8 +204,9 @@ def _speed_kwargs(args) -> dict:
 
 
 def _face_args(p: argparse.ArgumentParser, default: str | None) -> None:
-    when = ("default: auto when the faces extra and the yunet model are installed, else off" if default is None
-            else f"default {default}")
+    when = f"default {default or 'auto'}" if default != "bench" else \
+        "default auto; off under --compare and --concurrency, whose rows time the style alone"
+    default = None if default == "bench" else default
     p.add_argument("--faces", choices=FACE_MODES, default=default,
                    help=f"face-aware pass: find faces, stylize each at full detail and paste it back; "
                         f"portrait = the photo is one face, a centred square ({when})")
@@ -306,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--concurrency", action="store_true",
                    help="images/s with 1, 2 and 4 images in flight (one session each) at --sizes[0] (default 512)")
     b.add_argument("-q", "--quiet", action="store_true")
-    _face_args(b, default="off")
+    _face_args(b, default="bench")
     _speed_args(b)
     b.set_defaults(func=cmd_bench)
 

@@ -142,6 +142,8 @@ def _stylize(args, routing: LibraryWarnings) -> int:
     except AnimeliteError as exc:
         err(str(exc))
         return EXIT_FAILED
+    if args.verbose:
+        note(f"{stylizer.style.name} runs at {stylizer.precision} ({stylizer.precision_reason})")
 
     from ..contact_sheet import Row
 
@@ -200,6 +202,7 @@ def _stylize(args, routing: LibraryWarnings) -> int:
                 sizes = ",".join(str(c) for c in f.crop_sizes)
                 faces = f"; {f.found} face(s) found, {f.stylized} restyled" + (f" at {sizes} px" if sizes else "")
             why = f"; {result.size_choice}" if result.size_choice is not None else ""
+            why += f"; {result.precision}" if result.precision else ""
             tqdm.write(f"{src} -> {dst} ({result.working_size[0]}x{result.working_size[1]}{why}; {stages}{faces})",
                        file=sys.stderr)
     if pool is not None:

@@ -8,7 +8,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
 
 from ...errors import AnimeliteError
-from ...options import MIN_SIZE, MODES, OUTPUT_FORMATS, PRECISIONS
+from ...options import DEFAULT_BACKEND, MIN_SIZE, MODES, OUTPUT_FORMATS, PRECISION_CHOICES
+from ...quantize import auto_precision
 from ..errors import BadParameter, ServiceError, service_error
 from ..params import is_style
 from ..service import StylizeService
@@ -31,6 +32,8 @@ def add_routes(app: FastAPI, service: StylizeService) -> None:
                 "name": s.name, "family": s.family, "description": s.description, "present": present,
                 "licence": s.licence, "non_commercial": s.non_commercial, "aliases": list(s.aliases),
                 "preview_url": f"/v1/styles/{s.name}/preview" if present else None,
+                # what precision="auto" (the default) runs this style at here, and why
+                "auto_precision": dict(zip(("precision", "why"), auto_precision(s, config.backend or DEFAULT_BACKEND))),
             })
         fs = service.face_support
         return {
@@ -38,7 +41,7 @@ def add_routes(app: FastAPI, service: StylizeService) -> None:
             "styles": items,
             "sizes": {"default": config.default_size, "min": MIN_SIZE, "max": config.max_size},
             "formats": FORMAT_NAMES,
-            "precisions": list(PRECISIONS),
+            "precisions": list(PRECISION_CHOICES),
             "modes": list(MODES),
             "faces": {"supported": fs.supported, "available": fs.available, "modes": list(fs.modes),
                       "default": fs.default},

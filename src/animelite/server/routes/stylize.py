@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from ...errors import AnimeliteError
-from ...options import FACE_MODES, FORMAT_EXTENSIONS, FORMAT_MIME, MIN_SIZE, MODES, PRECISIONS
+from ...options import FACE_MODES, FORMAT_EXTENSIONS, FORMAT_MIME, MIN_SIZE, MODES, PRECISION_CHOICES
 from ..cache import CachedResult
 from ..errors import service_error
 from ..params import DEFAULT_FORMAT, HTTP_DEFAULT_QUALITY, PARAM_NAMES
@@ -123,7 +123,7 @@ def add_routes(app: FastAPI, service: StylizeService) -> None:
                                                 f"(default {config.default_size})"),
         format: str | None = q(None, description=f"output: jpg, png or webp (default {DEFAULT_FORMAT})"),  # noqa: A002
         quality: str | None = q(None, description=f"jpg/webp quality 1..100 (default {HTTP_DEFAULT_QUALITY})"),
-        precision: str | None = q(None, description=f"inference precision: {', '.join(PRECISIONS)} "
+        precision: str | None = q(None, description=f"inference precision: {', '.join(PRECISION_CHOICES)} "
                                                      "(what the server's backend supports)"),
         mode: str | None = q(None, description=f"pipeline mode: {', '.join(MODES)} (default full)"),
         faces: str | None = q(None, description=f"face enhancement: {', '.join(FACE_MODES)} or true/false "
