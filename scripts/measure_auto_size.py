@@ -68,13 +68,14 @@ def main(argv=None) -> int:
     p.add_argument("--models", type=Path, default=None)
     p.add_argument("--json", type=Path)
     p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--faces", default="auto", help="face mode for every column (default auto, the product's)")
     args = p.parse_args(argv)
     photos = sorted(f for f in args.photos.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
     if args.limit:
         photos = photos[: args.limit]
     quiet = lambda _m: None  # noqa: E731
-    stylizers = {s: Stylizer(args.style, size=s, threads=1, faces="off", precision="fp32", models_dir=args.models,
-                             notice=quiet) for s in SIZES}
+    stylizers = {s: Stylizer(args.style, size=s, threads=1, faces=args.faces, precision="fp32",
+                             models_dir=args.models, notice=quiet) for s in SIZES}
     detector = None
     try:
         from animelite.faces.stage import get_detector
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"[{n}/{len(photos)}] {row['photo']}: detail {d:.2f} -> auto {chosen}", file=sys.stderr)
     med = statistics.median(r["detail"] for r in rows)
-    print(f"\n{len(rows)} photos, style {args.style}, 1 thread, fidelity at long side {COMMON} vs the 1024 rendering; "
+    print(f"\n{len(rows)} photos, style {args.style}, faces {args.faces}, fp32, 1 thread, fidelity at long side {COMMON} vs the 1024 rendering; "
           f"detailed = detail >= {med:.2f} (median)\n")
     print("| size | mean ms/photo | PSNR all | SSIM all | PSNR detailed | SSIM detailed | face NME (mean) "
           "| faces lost |")

@@ -244,3 +244,33 @@ def test_size_auto_gives_detailed_photos_more_pixels(store):
     with pytest.raises(AnimeliteError, match="size must be 'auto' or a whole number"):
         Stylizer("tiny", size="big", store=store)
     assert Stylizer("tiny", size="AUTO", store=store).size == "auto"
+
+
+def test_size_auto_gives_small_faces_more_pixels():
+    """The smallest face counts in the auto size: a face under sizing.SMALL_FACE px at the default size
+    raises the size so it reaches that; the faces are detected once and reused by the face stage."""
+    from animelite.faces.detect import Face
+    from animelite.sizing import SMALL_FACE, choose_size
+
+    flat = np.full((600, 800, 3), 120, np.uint8)
+    assert choose_size(flat).size == 384 and choose_size(flat).smallest_face is None
+    small = choose_size(flat, smallest_face_px=30.0)  # 30 px of 800 -> 19 px at 512
+    assert small.size > 512 and "smallest face 19 px" in str(small)
+    assert choose_size(flat, smallest_face_px=200.0).size == 384  # a large face needs nothing more
+    assert choose_size(flat, smallest_face_px=1.0).size == 768  # bounded
+
+    class OneFace:
+        calls = 0
+        name, min_score = "fake", 0.0
+
+        def detect(self, rgb):
+            OneFace.calls += 1
+            lm = np.array([[390, 290], [410, 290], [400, 300], [392, 310], [408, 310]], np.float32)
+            return [Face((385.0, 280.0, 30.0, 36.0), lm, 0.99)]
+
+    s = Stylizer("hayao-lite", size="auto", faces="auto", notice=lambda _m: None, precision="fp32")
+    s.face_stage.detector = OneFace()
+    r = s.stylize(flat)
+    assert OneFace.calls == 1 and r.faces.found == 1  # detected once, for the size and the face stage
+    assert r.size_choice.smallest_face is not None and r.size_choice.size > 512
+    assert r.size_choice.smallest_face * r.size_choice.size / 512 >= SMALL_FACE - 64 * 30 / 800

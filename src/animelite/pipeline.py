@@ -274,10 +274,14 @@ class Stylizer:
 
     def _stylize_decoded(self, decoded: imageio.DecodedImage, timings: dict[str, float]) -> Result:
         width, height = decoded.width, decoded.height
+        size, size_choice, found, smallest = self.size, None, None, None
+        if size == SIZE_AUTO and self.face_stage is not None and self.face_stage.mode == "auto":
+            with _timed(timings, "faces"):  # the smallest face counts in the choice; detected once
+                found = self.face_stage.detect(decoded.rgb)
+                smallest = min((f.size for f in found[0]), default=None)
         with _timed(timings, "preprocess"):
-            size, size_choice = self.size, None
             if size == SIZE_AUTO:
-                size_choice = choose_size(decoded.rgb)
+                size_choice = choose_size(decoded.rgb, smallest)
                 size = size_choice.size
             hd_size = self._hd_size or max(MIN_SIZE, int(round(size * HD_SCALE)))
             work = working_size(width, height, size, self.style.size_multiple)
@@ -303,7 +307,7 @@ class Stylizer:
         face_summary = None
         if self.face_stage is not None:  # faces stylized on their own and pasted in: animelite.faces
             with _timed(timings, "faces"):
-                y, face_summary = self.face_stage.apply(decoded.rgb, y)
+                y, face_summary = self.face_stage.apply(decoded.rgb, y, found)
         with _timed(timings, "postprocess"):
             alpha = decoded.alpha
             if self.keep_size and self.mode == "hd" and width * height <= HD_GUIDED_MAX_PIXELS:

@@ -35,7 +35,7 @@ PROBE_SIDE = 256
 EDGE_THRESHOLD = 0.08
 STEP = 64
 #: detail at or under LOW gets AUTO_MIN, at or over HIGH gets AUTO_MAX, linear between
-DETAIL_LOW, DETAIL_HIGH = 0.20, 0.70
+DETAIL_LOW, DETAIL_HIGH = 0.28, 0.68
 SMALL_FACE = 48  #: px at the default size: smaller faces raise the size so they reach this
 
 

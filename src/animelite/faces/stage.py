@@ -150,10 +150,19 @@ class FaceStage:
         crop = align.crop(rgb, m_img2crop, size)
         return self.generator.run(crop.astype(np.float32) * np.float32(1 / 255))
 
-    def apply(self, rgb: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, FaceSummary]:
+    def detect(self, rgb: np.ndarray) -> tuple[list, float]:
+        """(faces found in *rgb*, seconds it took); mode "auto" only. The pipeline calls it early when the
+        working size depends on the faces (``size="auto"``) and hands the faces to :meth:`apply`."""
+        t0 = time.perf_counter()
+        faces = find_faces(self.detector, rgb)
+        return faces, time.perf_counter() - t0
+
+    def apply(self, rgb: np.ndarray, base: np.ndarray, found: tuple[list, float] | None = None
+              ) -> tuple[np.ndarray, FaceSummary]:
         """Faces of *rgb* (the decoded photo, H x W x 3 uint8) stylized and pasted into *base*
         (the whole-photo stylization, h x w x 3 float32 in [0, 1]); returns (image, summary).
 
+        *found*: what :meth:`detect` returned for this photo, when it already ran.
         *base* is left as it is when no face is found (the same array comes back)."""
         height, width = rgb.shape[:2]
         bh, bw = base.shape[:2]
@@ -174,9 +183,7 @@ class FaceStage:
             summary.boxes.append(((width - side) / 2, (height - side) / 2, side, side))
             jobs.append((unit, size, blend.box_mask(bw, bh, (x0, y0, x1, y1), feather)))
         else:
-            t0 = time.perf_counter()
-            faces = find_faces(self.detector, rgb)
-            summary.detect_seconds = time.perf_counter() - t0
+            faces, summary.detect_seconds = found if found is not None else self.detect(rgb)
             summary.found = len(faces)
             for face in reversed(faces):  # smallest first: larger (usually nearer) faces end on top
                 if face.size * min(sx, sy) < MIN_OUTPUT_FACE:
