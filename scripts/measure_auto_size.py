@@ -110,7 +110,8 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"[{n}/{len(photos)}] {row['photo']}: detail {d:.2f} -> auto {chosen}", file=sys.stderr)
     med = statistics.median(r["detail"] for r in rows)
-    print(f"\n{len(rows)} photos, style {args.style}, faces {args.faces}, fp32, 1 thread, fidelity at long side {COMMON} vs the 1024 rendering; "
+    print(f"\n{len(rows)} photos, style {args.style}, faces {args.faces}, fp32, 1 thread, "
+          f"fidelity at long side {COMMON} vs the 1024 rendering; "
           f"detailed = detail >= {med:.2f} (median)\n")
     print("| size | mean ms/photo | PSNR all | SSIM all | PSNR detailed | SSIM detailed | face NME (mean) "
           "| faces lost |")

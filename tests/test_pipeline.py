@@ -273,4 +273,5 @@ def test_size_auto_gives_small_faces_more_pixels():
     r = s.stylize(flat)
     assert OneFace.calls == 1 and r.faces.found == 1  # detected once, for the size and the face stage
     assert r.size_choice.smallest_face is not None and r.size_choice.size > 512
-    assert r.size_choice.smallest_face * r.size_choice.size / 512 >= SMALL_FACE - 64 * 30 / 800
+    # the face reaches SMALL_FACE px at the chosen size, unless the size hit its bound
+    assert r.size_choice.size == 768 or r.size_choice.smallest_face * r.size_choice.size / 512 >= SMALL_FACE
