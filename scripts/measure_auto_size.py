@@ -30,7 +30,8 @@ from animelite.pipeline import Stylizer
 from animelite.quality import psnr, ssim
 from animelite.sizing import detail
 
-SIZES = (256, 384, 448, 512, 576, 640, 704, 768, 1024, "auto")
+ALL_SIZES = (256, 384, 448, 512, 576, 640, 704, 768, 1024, "auto")
+SIZES = ALL_SIZES
 COMMON = 512
 
 
@@ -62,6 +63,7 @@ def nme(ref_faces, out_faces) -> list[float]:
 
 
 def main(argv=None) -> int:
+    global SIZES
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--photos", required=True, type=Path)
     p.add_argument("--style", default="hayao-lite")
@@ -69,7 +71,10 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path)
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--faces", default="auto", help="face mode for every column (default auto, the product's)")
+    p.add_argument("--sizes", default=",".join(map(str, ALL_SIZES)),
+                   help="columns to run, comma-separated (1024, the reference, is always run)")
     args = p.parse_args(argv)
+    SIZES = tuple(dict.fromkeys([*(s if s == "auto" else int(s) for s in args.sizes.split(",")), 1024]))
     photos = sorted(f for f in args.photos.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
     if args.limit:
         photos = photos[: args.limit]

@@ -109,30 +109,24 @@ def cmd_bench(args) -> int:
     if args.concurrency:
         from ..bench import format_concurrency, print_progress_text, run_concurrency
 
-        try:
+        def concurrency() -> str:
             rows = run_concurrency(style=args.style, size=args.sizes[0], threads=args.threads, photos_dir=photos,
                                    count=args.count, store=store_for(args), fmt=args.format,
                                    progress=None if args.quiet or args.json else print_progress_text,
                                    **_speed_kwargs(args))
-        except OptionError as exc:
-            err(option_message(exc))
-            return EXIT_USAGE
-        except (AnimeliteError, FileNotFoundError) as exc:
-            err(str(exc))
-            return EXIT_FAILED
-        if args.json:
-            import json
-            from dataclasses import asdict
+            if args.json:
+                import json
+                from dataclasses import asdict
 
-            print(json.dumps([asdict(r) for r in rows], indent=2))
-        else:
-            print(format_concurrency(rows, style=args.style, size=args.sizes[0], source=source))
-        return EXIT_OK
+                return json.dumps([asdict(r) for r in rows], indent=2)
+            return format_concurrency(rows, style=args.style, size=args.sizes[0], source=source)
+
+        return _bench_report(concurrency)
     if args.compare:
         from ..bench import format_compare, print_progress_text, run_compare, to_json_compare
 
-        out = []
-        try:
+        def compare() -> str:
+            out = []
             for size in args.sizes:
                 for t in args.threads:
                     rows, notes = run_compare(style=args.style, size=size, threads=t, photos_dir=photos,
@@ -141,27 +135,32 @@ def cmd_bench(args) -> int:
                     out.append(to_json_compare(rows, notes, size, t) if args.json else
                                format_compare(rows, notes, style=args.style, size=size, threads=t,
                                               photos=args.count, source=source))
-        except OptionError as exc:
-            err(option_message(exc))
-            return EXIT_USAGE
-        except (AnimeliteError, FileNotFoundError) as exc:
-            err(str(exc))
-            return EXIT_FAILED
-        print(("[" + ",\n".join(out) + "]") if args.json else "\n\n".join(out))
-        return EXIT_OK
-    try:
+            return ("[" + ",\n".join(out) + "]") if args.json else "\n\n".join(out)
+
+        return _bench_report(compare)
+
+    def table() -> str:
         rows = run_bench(style=args.style, sizes=args.sizes, threads=args.threads, photos_dir=photos,
                          count=args.count, fmt=args.format, store=store_for(args),
                          progress=None if args.json or args.quiet else print_progress,
                          faces=args.faces, face_style=args.face_style, face_size=args.face_size,
                          **_speed_kwargs(args))
+        return to_json(rows, source) if args.json else format_table(rows, source)
+
+    return _bench_report(table)
+
+
+def _bench_report(make) -> int:
+    """Print what *make* returns; an OptionError is a usage error (2), other failures exit 1."""
+    try:
+        text = make()
     except OptionError as exc:
         err(option_message(exc))
         return EXIT_USAGE
     except (AnimeliteError, FileNotFoundError) as exc:
         err(str(exc))
         return EXIT_FAILED
-    print(to_json(rows, source) if args.json else format_table(rows, source))
+    print(text)
     return EXIT_OK
 
 
