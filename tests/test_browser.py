@@ -134,10 +134,11 @@ def test_page_stylizes_a_photo_end_to_end(browser, models, photo, tmp_path):
         from animelite.store import ModelStore
 
         multiple = ModelStore(models_dir).style(style).size_multiple
-        expected = working_size(w, h, 512, multiple)
+        assert page.locator("#size").input_value() == "auto"  # the server's default size: chosen per photo
         natural = page.evaluate("() => [document.getElementById('after').naturalWidth, "
                                 "document.getElementById('after').naturalHeight]")
-        assert tuple(natural) == expected
+        expected = working_size(w, h, max(natural), multiple)  # the photo's aspect, at the size auto chose
+        assert tuple(natural) == expected and 384 <= max(natural) <= 768
         assert page.locator("#timings tr").count() >= 5
 
         # the before/after slider works from the keyboard

@@ -7,11 +7,16 @@ import ipaddress
 import sys
 
 from ..errors import AnimeliteError
-from ..options import BACKENDS, DEFAULT_BACKEND, DEFAULT_MAX_PIXELS, DEFAULT_SIZE
+from ..options import AUTO_SIZE_MAX, AUTO_SIZE_MIN, BACKENDS, DEFAULT_BACKEND, DEFAULT_MAX_PIXELS, SIZE_AUTO
 from ..styles import DEFAULT_STYLE
 from .config import ENV_PREFIX, ConfigError, ServerConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _size_or_auto(text: str) -> int | str:
+    """--default-size: a whole number of pixels or 'auto'."""
+    return SIZE_AUTO if text.strip().lower() == SIZE_AUTO else int(text)
 
 
 def add_serve_parser(sub) -> argparse.ArgumentParser:
@@ -50,8 +55,10 @@ def add_serve_parser(sub) -> argparse.ArgumentParser:
                    help=f"bound of the disk cache (default 512MB; ${e}DISK_CACHE_BYTES)")
     s.add_argument("--default-style",
                    help=f"style when a request names none (default {DEFAULT_STYLE}; ${e}DEFAULT_STYLE)")
-    s.add_argument("--default-size", type=int,
-                   help=f"working long side when a request names none (default {DEFAULT_SIZE}; ${e}DEFAULT_SIZE)")
+    s.add_argument("--default-size", type=_size_or_auto,
+                   help=f"working long side when a request names none: pixels, or auto (the default: "
+                        f"{AUTO_SIZE_MIN}..{AUTO_SIZE_MAX} chosen per photo from its detail and faces; "
+                        f"${e}DEFAULT_SIZE)")
     s.add_argument("--max-size", type=int, help=f"largest working long side a request may ask for (default 1024; "
                                                 f"${e}MAX_SIZE)")
     s.add_argument("--max-upload", dest="max_upload_bytes", metavar="SIZE",

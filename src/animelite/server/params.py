@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ..errors import AnimeliteError, StyleError
 from ..faces import resolve_mode
 from ..options import (DEFAULT_MODE, DEFAULT_PRECISION, FORMAT_ALIASES, FORMAT_MIME, MAX_QUALITY, MIN_QUALITY,
-                       whole_number)
+                       SIZE_AUTO, whole_number)
 from ..store import ModelStore
 from ..styles import Style
 from .config import ServerConfig
@@ -116,8 +116,11 @@ def parse_params(raw: dict[str, str], config: ServerConfig, store: ModelStore) -
     if unknown:
         raise BadParameter(f"unknown parameter {shown(unknown[0])}; the parameters are: {', '.join(PARAM_NAMES)}")
     style = lookup_style(store, raw.get("style") or config.default_style)
-    size = _whole("size", raw["size"]) if raw.get("size") else config.default_size
-    if size > config.max_size:  # the server's own cap (--max-size), below the pipeline's bound
+    if raw.get("size") and raw["size"].strip().lower() == SIZE_AUTO:
+        size = SIZE_AUTO
+    else:
+        size = _whole("size", raw["size"]) if raw.get("size") else config.default_size
+    if size != SIZE_AUTO and size > config.max_size:  # the server's own cap (--max-size), below the pipeline's bound
         raise BadParameter(f"size must be at most {config.max_size} on this server, not {size}")
     fmt_raw = _word(raw.get("format"), DEFAULT_FORMAT)
     fmt = FORMAT_ALIASES.get(fmt_raw)

@@ -109,9 +109,14 @@
       document.querySelector('input[name="style"]').checked = true;
     }
     const sizes = [256, 384, 512, 768, 1024, 1536, 2048].filter((v) => v >= data.sizes.min && v <= data.sizes.max);
-    if (!sizes.includes(data.sizes.default)) sizes.push(data.sizes.default);
+    if (typeof data.sizes.default === "number" && !sizes.includes(data.sizes.default)) sizes.push(data.sizes.default);
     sizes.sort((a, b) => a - b);
     els.size.innerHTML = "";
+    const auto = document.createElement("option");  // the server picks per photo, from its detail and faces
+    auto.value = "auto";
+    auto.textContent = "Auto (by detail, 384-768 px)";
+    auto.selected = data.sizes.default === "auto";
+    els.size.appendChild(auto);
     for (const v of sizes) {
       const opt = document.createElement("option");
       opt.value = String(v);
