@@ -31,8 +31,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with")
 
 
 def srv(root, **cfg) -> dict:
+    """A models directory and a disk cache for one row. No warm-up: a row ends as soon as its answer is in,
+    and a warm-up still writing its preview to the disk cache then would race the "nothing left" check
+    (a cut-short cache write is cleaned at the next start; see server/cache.py)."""
     store = make_store(root)
-    return {"models": store.root, "cfg": {"cache_dir": root / "cache", **cfg}}
+    return {"models": store.root, "cfg": {"cache_dir": root / "cache", "warmup": False, **cfg}}
 
 
 def post(query: str = "", *, body=None, files=None, data=None, headers=None, **cfg):

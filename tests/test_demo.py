@@ -256,3 +256,8 @@ def test_make_demo_runs_offline_with_no_models_directory(tmp_path, monkeypatch, 
     assert f"median over {len(names)} stylized photos" in printed
     sheet = Sheet((out / "index.html").read_text(encoding="utf-8"))
     assert sheet.rows == len(names) and all(_target(out, s).is_file() for s in sheet.imgs)
+    # faces are on by default and offline: the shipped collage's small faces are found and restyled
+    text = (out / "index.html").read_text(encoding="utf-8")
+    row = text[text.index("collage_faces.jpg"):]
+    found = int(row.split(" found, ")[0].rsplit(" ", 1)[-1])
+    assert found >= 6 and f"{found} found, {found} restyled" in row
