@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import make_store, photo_like, tiny_onnx_generator
@@ -393,3 +394,39 @@ def test_library_warnings_are_one_line_notices_naming_the_file(env, capsys, jobs
                                    for p in (photos / "x.jpg", photos / "sub" / "y.jpg"))
     assert "site-packages" not in err and "warnings.warn" not in err
     assert (out / "x.jpg").exists() and (out / "sub" / "y.jpg").exists()
+
+
+def test_shards_partition_the_inputs_exactly(tmp_path, capsys):
+    """Issue 13's --shard I/N: N runs cover every input once, none twice, whatever the machine or order."""
+    from animelite.cli.files import shard_of, take_shard
+
+    files = [(tmp_path / f"x{i}.jpg", Path(f"d{i % 7}/sub/{i:03d}.jpg")) for i in range(300)]
+    for count in (1, 2, 3, 8):
+        pieces = [take_shard(files, i, count) for i in range(1, count + 1)]
+        taken = [rel for piece in pieces for _, rel in piece]
+        assert sorted(taken) == sorted(rel for _, rel in files)  # no gap, no overlap
+        assert min(len(p) for p in pieces) > 300 / count / 2  # spread, not lumped
+    # stable across processes (Python's own hash() is salted per process; this must not be)
+    code = "from pathlib import Path; from animelite.cli.files import shard_of; print(shard_of(Path('a/b c/ü.jpg'), 5))"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    assert outs == {f"{shard_of(Path('a/b c/ü.jpg'), 5)}\n"}
+
+
+def test_shard_runs_write_each_output_once(env, capsys):
+    store, photos, out = env
+    (photos / "sub" / "broken.jpg").unlink()
+    written = []
+    for i in (1, 2, 3):
+        before = set(out.rglob("*.*")) if out.exists() else set()
+        code = run(store, "stylize", str(photos), "-o", f"{out}/", "--style", "tiny", "--size", "64", "--shard",
+                   f"{i}/3")
+        assert code == 0  # an empty shard is fine too
+        assert f"shard {i}/3:" in capsys.readouterr().err
+        written += sorted(set(out.rglob("*.*")) - before)
+    assert sorted(p.relative_to(out).as_posix() for p in written) == ["a.jpg", "b.png", "sub/c.webp"]
+    for bad in ("0/3", "4/3", "1/0", "x", "1-3"):
+        with pytest.raises(SystemExit) as exit_:
+            run(store, "stylize", str(photos), "-o", str(out), "--shard", bad)
+        assert exit_.value.code == 2
+    assert run(store, "stylize", str(photos / "a.jpg"), "-o", str(out / "one.png"), "--shard", "1/2") == 2

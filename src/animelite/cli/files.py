@@ -6,6 +6,7 @@ Pure path logic, no stylizing, so each rule is easy to test on its own.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,3 +118,21 @@ def _is_output(path: Path, skip: os.stat_result | None) -> bool:
         return False
     st = _stat_or_none(path)
     return st is not None and os.path.samestat(st, skip)
+
+
+def shard_of(rel: Path, count: int) -> int:
+    """Which of *count* shards (1..count) the input at relative path *rel* belongs to.
+
+    A stable hash (SHA-256 of the path's POSIX form, UTF-8) rather than Python's
+    ``hash`` (salted per process) or the listing order (differs between
+    machines and as files come and go): every machine, run and scheduler puts
+    a file in the same shard, so N pieces of one job neither overlap nor leave
+    a gap, whatever order they run in.
+    """
+    digest = hashlib.sha256(rel.as_posix().encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % count + 1
+
+
+def take_shard(files: list[tuple[Path, Path]], index: int, count: int) -> list[tuple[Path, Path]]:
+    """The inputs of shard *index* of *count* (1-based), in their original order."""
+    return [(f, rel) for f, rel in files if shard_of(rel, count) == index]

@@ -165,6 +165,18 @@ def _bench_report(make) -> int:
 
 
 # -- parser ----------------------------------------------------------------------
+def _shard_arg(text: str) -> tuple[int, int]:
+    """--shard I/N with 1 <= I <= N."""
+    i, sep, n = text.partition("/")
+    try:
+        index, count = int(i), int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N (e.g. 2/8)") from None
+    if not sep or count < 1 or not 1 <= index <= count:
+        raise argparse.ArgumentTypeError(f"{text!r}: I/N needs 1 <= I <= N (e.g. 1/4 .. 4/4)")
+    return index, count
+
+
 def _size_arg(text: str) -> int | str:
     """--size: a whole number of pixels or 'auto'."""
     if text.strip().lower() == SIZE_AUTO:
@@ -258,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "table (an output folder only)")
     _face_args(s, default=None)
     _speed_args(s)
+    s.add_argument("--shard", type=_shard_arg, default=None, metavar="I/N",
+                   help="stylize only piece I of N (1-based) of the inputs, split by a stable hash of each "
+                        "file's relative path: N runs with I=1..N (a Slurm array, Kubernetes indexed Jobs, "
+                        "several machines) cover every input exactly once; -o must be a folder")
     s.add_argument("-j", "--jobs", type=_positive_int(1, MAX_SESSIONS), default=None,
                    help="images in flight at once, each with its own session (default: one per core when "
                         "there are several inputs and no --threads; threads are shared out)")

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import AnimeliteError
 from ..options import OptionError
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, option_message, store_for
-from .files import collect_inputs
+from .files import collect_inputs, take_shard
 from .outputs import OutputUsageError, output_target, plan_outputs
 
 
@@ -104,8 +104,14 @@ def _stylize(args, routing: LibraryWarnings) -> int:
             err(f"{folder}: {why}")
         err("no input images found")
         return EXIT_FAILED
+    total = len(inputs)
+    if args.shard is not None:
+        index, count = args.shard  # -o is then always a folder: output_target sees "several inputs"
+        inputs = take_shard(inputs, index, count)
+        if not args.quiet:
+            print(f"animelite: shard {index}/{count}: {len(inputs)} of {total} input(s)", file=sys.stderr)
     try:
-        out, single_file_out = output_target(args.output, len(inputs), args.format)
+        out, single_file_out = output_target(args.output, max(total, 2) if args.shard else total, args.format)
     except OutputUsageError as exc:
         err(str(exc))
         return EXIT_USAGE
