@@ -274,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stylize only piece I of N (1-based) of the inputs, split by a stable hash of each "
                         "file's relative path: N runs with I=1..N (a Slurm array, Kubernetes indexed Jobs, "
                         "several machines) cover every input exactly once; -o must be a folder")
+    s.add_argument("--ray", nargs="?", const="local", default=None, metavar="local|auto|ADDRESS",
+                   help="run on Ray Data (needs `pip install 'animelite[ray]'`): 'local' (the default) starts Ray "
+                        "here, 'auto' joins the cluster in RAY_ADDRESS, an address joins that cluster; one warm "
+                        "model per actor, a manifest OUT/animelite-manifest.jsonl; -o must be a folder")
+    s.add_argument("--ray-workers", type=_positive_int(1, 100000), default=None, metavar="N",
+                   help="with --ray: actors (default: the cluster's CPUs)")
     s.add_argument("-j", "--jobs", type=_positive_int(1, MAX_SESSIONS), default=None,
                    help="images in flight at once, each with its own session (default: one per core when "
                         "there are several inputs and no --threads; threads are shared out)")

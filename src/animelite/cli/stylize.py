@@ -115,6 +115,8 @@ def _stylize(args, routing: LibraryWarnings) -> int:
     except OutputUsageError as exc:
         err(str(exc))
         return EXIT_USAGE
+    if args.ray is not None:
+        return _stylize_on_ray(args, inputs, out, single_file_out, unreadable, missing)
     if args.contact_sheet:
         from ..contact_sheet import SheetError, check_target
 
@@ -249,3 +251,57 @@ def _report(args, stylizer, out: Path, rows, wall: float) -> bool:
         return False
     print(f"contact sheet: {path}")
     return True
+
+
+def _stylize_on_ray(args, inputs, out: Path, single_file_out: bool, unreadable, missing) -> int:
+    """``--ray``: the same inputs, options and output layout, run by :func:`animelite.distributed.stylize_dataset`."""
+    from ..distributed import RayMissing, import_ray, stylize_dataset
+
+    if single_file_out:
+        err(f"--ray writes into an output folder (and its manifest), but {args.output} is one file; give a folder "
+            "(end the name with a slash to make one)")
+        return EXIT_USAGE
+    if args.contact_sheet or args.threads is not None or args.jobs is not None:
+        err("--ray runs one thread per actor and --ray-workers actors; --threads, -j and --contact-sheet do not "
+            "apply")
+        return EXIT_USAGE
+    try:
+        import_ray()
+    except RayMissing as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    counts = {"done": 0, "failed": 0}
+    started = time.perf_counter()
+
+    def progress(row) -> None:
+        if row["status"] in counts:
+            counts[row["status"]] += 1
+        if args.verbose and row["status"] == "done":
+            stages = " ".join(f"{k}={v:.0f}ms" for k, v in row["timings_ms"].items())
+            print(f"{row['input']} -> {row['output']} ({stages})", file=sys.stderr)
+
+    models = args.models
+    try:
+        summary = stylize_dataset(inputs, out, address=args.ray, workers=args.ray_workers, style=args.style,
+                                  fmt=args.format, quality=args.quality, overwrite=args.overwrite,
+                                  models_dir=models, quiet=args.quiet, progress=progress, size=args.size,
+                                  keep_size=args.keep_size, faces=args.faces, face_style=args.face_style,
+                                  face_size=args.face_size, tile=args.tile, backend=args.backend,
+                                  precision=args.precision, mode=args.mode, hd_size=args.hd_size)
+    except OptionError as exc:
+        err(option_message(exc))
+        return EXIT_USAGE
+    except AnimeliteError as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    failed = list(unreadable) + summary.failures
+    for src, why in failed:
+        err(f"{src}: {why}" if str(src) not in why else why)
+    if not args.quiet or failed:
+        print(f"{summary.done} stylized, {summary.skipped} skipped (output exists; --overwrite to redo), "
+              f"{len(failed)} failed", file=sys.stderr)
+    if not args.quiet:
+        print(f"animelite: ray: start-up {summary.startup_s:.1f} s, {summary.done} photo(s) in {summary.wall_s:.1f} s "
+              f"({summary.photos_per_s:.2f} photos/s), {time.perf_counter() - started:.1f} s in all; manifest "
+              f"{summary.manifest}", file=sys.stderr)
+    return EXIT_FAILED if failed or missing else EXIT_OK
