@@ -63,7 +63,8 @@ def main() -> None:
     med = statistics.median
     print(f"{a.style} at {a.size}, {count} photos, {a.rounds} round(s), medians:")
     print(f"  plain CLI -j 2 (whole command)       {med(plain):.2f} photos/s")
-    print(f"  --ray local, job (Ray start-up excl.) {med(ray_job):.2f} photos/s  ({med(ray_job) / med(plain):.0%} of plain)")
+    share = med(ray_job) / med(plain)
+    print(f"  --ray local, job (Ray start-up excl.) {med(ray_job):.2f} photos/s  ({share:.0%} of plain)")
     print(f"  --ray local, whole command            {med(ray_all):.2f} photos/s")
     print(f"  Ray start-up                          {med(ray_start):.1f} s")
 

@@ -214,44 +214,45 @@ def stylize_dataset(sources: Iterable, out: str | os.PathLike[str], *, address: 
     checksum = check.store.fp32_sha256(check.style)
     del check
     summary = Summary(manifest=out / MANIFEST_NAME)
-    lines = []
-
-    def record(row: dict) -> None:
-        status = row["status"]
-        if status == "done":
-            summary.done += 1
-        elif status == "skipped":
-            summary.skipped += 1
-        else:
-            summary.failed += 1
-            summary.failures.append((row["input"], row["error"]))
-        lines.append(json.dumps(row, sort_keys=True))
-        if progress is not None:
-            progress(row)
-
-    base = {"timings_ms": {}, "style": style, "model_sha256": checksum, "working_size": None, "faces_found": None}
-    for src, why in refused:
-        record({"input": src, "output": None, "status": "failed", "error": why, **base})
-    todo = []
-    for row in rows:
-        if not overwrite and os.path.lexists(row["dst"]):
-            record({"input": row["path"], "output": row["dst"], "status": "skipped", "error": None, **base})
-        else:
-            todo.append(row)
-    if todo:
-        began = time.perf_counter()
-        ray, started = start_ray(address, quiet=quiet)
-        summary.startup_s = time.perf_counter() - began
-        try:
-            _run(ray, todo, workers, actor_cpus, record, quiet,
-                 dict(style=style, quality=quality, overwrite=overwrite, models_dir=models_dir, **stylizer_options),
-                 summary)
-        finally:
-            if started:
-                ray.shutdown()
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(summary.manifest) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(line + "\n" for line in lines)
+    # rows go to the manifest's temporary file as they come back (a 10^7-photo job keeps none in memory);
+    # it replaces DST/animelite-manifest.jsonl when the job ends, so a crashed driver leaves the last one
+    with atomic_path(summary.manifest) as tmp, open(tmp, "w", encoding="utf-8") as lines:
+
+        def record(row: dict) -> None:
+            status = row["status"]
+            if status == "done":
+                summary.done += 1
+            elif status == "skipped":
+                summary.skipped += 1
+            else:
+                summary.failed += 1
+                summary.failures.append((row["input"], row["error"]))
+            lines.write(json.dumps(row, sort_keys=True) + "\n")
+            if progress is not None:
+                progress(row)
+
+        base = {"timings_ms": {}, "style": style, "model_sha256": checksum, "working_size": None,
+                "faces_found": None}
+        for src, why in refused:
+            record({"input": src, "output": None, "status": "failed", "error": why, **base})
+        todo = []
+        for row in rows:
+            if not overwrite and os.path.lexists(row["dst"]):
+                record({"input": row["path"], "output": row["dst"], "status": "skipped", "error": None, **base})
+            else:
+                todo.append(row)
+        if todo:
+            began = time.perf_counter()
+            ray, started = start_ray(address, quiet=quiet)
+            summary.startup_s = time.perf_counter() - began
+            try:
+                _run(ray, todo, workers, actor_cpus, record, quiet,
+                     dict(style=style, quality=quality, overwrite=overwrite, models_dir=models_dir,
+                          **stylizer_options), summary)
+            finally:
+                if started:
+                    ray.shutdown()
     return summary
 
 

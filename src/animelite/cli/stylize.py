@@ -270,15 +270,20 @@ def _stylize_on_ray(args, inputs, out: Path, single_file_out: bool, unreadable, 
     except RayMissing as exc:
         err(str(exc))
         return EXIT_USAGE
-    counts = {"done": 0, "failed": 0}
+    from tqdm import tqdm
+
+    counts = {"done": 0, "skipped": 0, "failed": 0}
     started = time.perf_counter()
+    # animelite's own counter beside Ray Data's bars: photos done/skipped/failed and photos/s
+    bar = tqdm(total=len(inputs), unit="photo", disable=args.quiet or not sys.stderr.isatty(), file=sys.stderr)
 
     def progress(row) -> None:
-        if row["status"] in counts:
-            counts[row["status"]] += 1
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+        bar.update(1)
+        bar.set_postfix(counts, refresh=False)
         if args.verbose and row["status"] == "done":
             stages = " ".join(f"{k}={v:.0f}ms" for k, v in row["timings_ms"].items())
-            print(f"{row['input']} -> {row['output']} ({stages})", file=sys.stderr)
+            tqdm.write(f"{row['input']} -> {row['output']} ({stages})", file=sys.stderr)
 
     models = args.models
     try:
@@ -294,6 +299,8 @@ def _stylize_on_ray(args, inputs, out: Path, single_file_out: bool, unreadable, 
     except AnimeliteError as exc:
         err(str(exc))
         return EXIT_FAILED
+    finally:
+        bar.close()
     failed = list(unreadable) + summary.failures
     for src, why in failed:
         err(f"{src}: {why}" if str(src) not in why else why)
