@@ -36,7 +36,6 @@ STAGES = ("decode", "preprocess", "inference", "faces", "postprocess", "encode")
 # Guided-filter settings picked on ../shared/photos/scenes (PSNR against the full-size run, see README)
 HD_RADIUS, HD_EPS = 1, 1e-3
 HD_GUIDED_MAX_PIXELS = 16_000_000  # above this, --keep-size falls back to a plain resize (memory)
-_to_uint8 = to_uint8
 #: working images with a side under this many pixels are checked against the graph's smallest side
 PROBE_BELOW = 128
 
@@ -187,8 +186,7 @@ class Stylizer:
         if self.style.kind != "style":
             raise StyleError(f"'{self.style.name}' is a {self.style.kind} model, not a style; "
                              "see `animelite models list` for the styles")
-        self._hd_size = hd_size  # None: HD_SCALE of each photo's working size
-        self.hd_size = hd_size or max(MIN_SIZE, int(round(size * HD_SCALE)))
+        self.hd_size = hd_size  # None: HD_SCALE of each photo's working size (which size="auto" picks per photo)
         self.auto_pull = auto_pull
         self.keep_size = keep_size
         self.max_pixels = max_pixels
@@ -200,7 +198,7 @@ class Stylizer:
         self.precision: str = self.generator.precision  # resolved: what runs ("auto" chose it, or asked for)
         self.precision_reason: str = self._reasons[self.style.name]
         # Face-aware pass (animelite.faces): None when faces are off.
-        face_mode = resolve_mode(faces, self.store, face_style)
+        face_mode = resolve_mode(faces)
         face_generator = None
         if face_mode != "off" and face_style is not None:
             face = self.store.style(face_style)
@@ -283,7 +281,7 @@ class Stylizer:
             if size == SIZE_AUTO:
                 size_choice = choose_size(decoded.rgb, smallest)
                 size = size_choice.size
-            hd_size = self._hd_size or max(MIN_SIZE, int(round(size * HD_SCALE)))
+            hd_size = self.hd_size or max(MIN_SIZE, int(round(size * HD_SCALE)))
             work = working_size(width, height, size, self.style.size_multiple)
             if self.mode == "full":
                 tile = tiling.tile_size_for(self.tile, work)  # huge: tiles, uint8 in
@@ -313,11 +311,11 @@ class Stylizer:
             if self.keep_size and self.mode == "hd" and width * height <= HD_GUIDED_MAX_PIXELS:
                 # back to the photo's size with edges from the photo itself
                 full = decoded.rgb.astype(np.float32) * np.float32(1 / 255)
-                out = _to_uint8(guided_upsample(x, y, full, radius=HD_RADIUS, eps=HD_EPS))
+                out = to_uint8(guided_upsample(x, y, full, radius=HD_RADIUS, eps=HD_EPS))
             elif self.keep_size:
-                out = resize_rgb(_to_uint8(y), (width, height))
+                out = resize_rgb(to_uint8(y), (width, height))
             else:
-                out = _to_uint8(y)
+                out = to_uint8(y)
                 if alpha is not None:
                     alpha = resize_rgb(alpha, work)
         return Result(image=out, alpha=alpha, style=self.style.name, input_size=(width, height),

@@ -57,13 +57,12 @@ class FaceSummary:
     mask: np.ndarray | None = None  # (h, w) union of the paste masks, only when the stage keeps masks
 
 
-def resolve_mode(faces: str | None, store=None, face_style: str | None = None) -> str:
+def resolve_mode(faces: str | None) -> str:
     """The face mode to use, from an already validated ``faces`` setting: None (the default) is "auto".
 
     The YuNet detector ships inside the package and runs on ONNX Runtime, so
     faces are on by default everywhere, offline, with no models directory; a
-    photo without faces costs only the detection. (*store* and *face_style*
-    no longer change the default; they stay for callers that pass them.)
+    photo without faces costs only the detection.
     """
     return "auto" if faces is None else faces
 

@@ -133,7 +133,7 @@ def parse_params(raw: dict[str, str], config: ServerConfig, store: ModelStore) -
     mode = _word(raw.get("mode"), DEFAULT_MODE)
     faces = parse_faces(raw["faces"]) if raw.get("faces") else None
     face_style = lookup_style(store, raw["face_style"], what="face_style").name if raw.get("face_style") else None
-    faces = resolve_mode(faces, store, face_style)  # the pipeline's rule for faces left out
+    faces = resolve_mode(faces)  # the pipeline's rule for faces left out
     if faces == "off":
         face_style = None  # no faces, so no face style: one cache entry, not two
     return Params(style.name, size, fmt, quality, precision, faces, face_style, mode)

@@ -134,7 +134,7 @@ class StylizeService:
     @property
     def face_support(self) -> FaceSupport:
         # YuNet ships in the package and runs on ONNX Runtime: faces can always run
-        return FaceSupport(available=True, default=resolve_mode(None, self.store))
+        return FaceSupport(available=True, default=resolve_mode(None))
 
     def parse_params(self, raw: dict[str, str]) -> Params:
         return parse_params(raw, self.config, self.store)
