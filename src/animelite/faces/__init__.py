@@ -6,7 +6,8 @@ a canonical face and cropped with a generous margin (:mod:`.align`), stylized
 at full detail with the photo's style or a separate ``face_style``, then
 colour-corrected against its surroundings and pasted back through a feathered
 mask (:mod:`.blend`). :mod:`.stage` ties this into the pipeline;
-:mod:`animelite.face_report` measures it.
+:mod:`animelite.face_report` measures it. In a video, :mod:`.track` detects on a
+stride of frames, tracks and smooths the faces in between and fades them in and out.
 
 Needs nothing beyond animelite's own dependencies: YuNet ships inside the
 package (``animelite/models/yunet_n_dynamic.onnx``) and runs on ONNX Runtime
@@ -18,9 +19,10 @@ numpy and Pillow. Only the optional MTCNN detector needs OpenCV
 from .detect import (Face, FaceDetector, FacesUnavailable, MtcnnDetector, YuNetDetector, cv2_available, find_faces,
                      nms, nms_boxes)
 from .stage import DETECTORS, MODES, FaceStage, FaceSummary, get_detector, make_face_stage, resolve_mode
+from .track import FaceTracker
 
 __all__ = [
-    "DETECTORS", "MODES", "Face", "FaceDetector", "FaceStage", "FaceSummary", "FacesUnavailable", "MtcnnDetector",
-    "YuNetDetector", "cv2_available", "find_faces", "get_detector", "make_face_stage", "nms", "nms_boxes",
-    "resolve_mode",
+    "DETECTORS", "MODES", "Face", "FaceDetector", "FaceStage", "FaceSummary", "FaceTracker", "FacesUnavailable",
+    "MtcnnDetector", "YuNetDetector", "cv2_available", "find_faces", "get_detector", "make_face_stage", "nms",
+    "nms_boxes", "resolve_mode",
 ]
