@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from .options import IMAGE_SUFFIXES
 
@@ -153,18 +153,20 @@ def is_uri(path: object) -> bool:
 
 
 def join_uri(root: str, rel: str | PurePosixPath) -> str:
-    """*root* with the relative path *rel* appended (percent-encoded; a query such as ``?region=`` is kept)."""
-    parts = urlsplit(root)
-    tail = quote(PurePosixPath(rel).as_posix(), safe="/")
-    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + tail))
+    """*root* with the relative path *rel* appended (percent-encoded; a query such as ``?region=`` is kept).
+
+    Plain string work, not ``urlunsplit`` (which turns ``file:///x`` into ``file:/x``): the root stays as given.
+    """
+    base, sep, query = root.partition("?")
+    return base.rstrip("/") + "/" + quote(PurePosixPath(rel).as_posix(), safe="/") + sep + query
 
 
 def uri_with_suffix(uri: str, suffix: str) -> str:
     """*uri* with its file name's suffix replaced (``.../a.jpeg`` -> ``.../a.png``), query kept."""
-    parts = urlsplit(uri)
-    folder, _, name = parts.path.rpartition("/")
+    base, sep, query = uri.partition("?")
+    folder, _, name = base.rpartition("/")
     stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
-    return urlunsplit(parts._replace(path=f"{folder}/{stem}{suffix}"))
+    return f"{folder}/{stem}{suffix}{sep}{query}"
 
 
 class Filesystems:
