@@ -70,6 +70,8 @@ DONE_BEFORE = "done in the manifest"  #: a skipped row's reason when the last ma
 OUTPUT_EXISTS = "output exists"
 #: loggers that print Ray's INFO lines in the driver (start-up, Ray Data's plan and per-dataset reports)
 RAY_LOGGERS = ("ray", "ray.data", "ray._private", "ray.util")
+#: says "Progress bars disabled" as a WARNING when they were turned off on purpose (-q)
+BARS_LOGGER = "ray.data._internal.progress"
 
 
 class RayMissing(AnimeliteError):
@@ -363,10 +365,10 @@ def quiet_ray_logs(quiet: bool) -> Iterator[None]:
     if not quiet:
         yield
         return
-    loggers = [logging.getLogger(name) for name in RAY_LOGGERS]
+    loggers = [logging.getLogger(name) for name in (*RAY_LOGGERS, BARS_LOGGER)]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
-        lg.setLevel(logging.WARNING)
+        lg.setLevel(logging.ERROR if lg.name == BARS_LOGGER else logging.WARNING)
     try:
         yield
     finally:
