@@ -160,8 +160,12 @@ def test_killing_an_actor_mid_job_loses_and_corrupts_nothing(local_ray, store, t
         with Image.open(out / rel) as im:
             im.load()  # whole and decodable
     assert not [p for p in out.rglob(".*.tmp")]
-    pids = {r["pid"] for r in manifest(out) if r["status"] == "done"}
-    assert len(pids) >= 2 and len({r["input"] for r in manifest(out)}) == 12
+    rows = manifest(out)
+    assert len(rows) == 12 and len({r["input"] for r in rows}) == 12  # one row each: no retried row counted twice
+    # which of the two happened: Ray restarted the killed actor (a new process, a third pid) and retried its
+    # batches on it, so the job completed in this one run; no re-run was needed
+    pids = {r["pid"] for r in rows if r["status"] == "done"}
+    assert killed[0] in pids and len(pids) == 3
 
 
 def test_ray_missing_says_how_to_install(store, tmp_path, capsys, monkeypatch):
