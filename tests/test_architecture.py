@@ -8,7 +8,8 @@ The layers, top to bottom (ARCHITECTURE.md explains them)::
     drivers       pipeline (and the video and distributed drivers built on it)
     stages        faces/, tiling, quantize, sizing
     runtime       engine, store/
-    foundations   convert/, styles, imageio, options, atomic, imageops, errors, guided, quality, torch_reference
+    foundations   convert/, styles, imageio, options, atomic, imageops, errors, guided, quality, torch_reference,
+                  inputs
 
 A module may import its own layer and the layers below it, never above; and
 the module graph has no cycle.
@@ -28,7 +29,7 @@ LAYERS = [
     ("drivers", {"pipeline", "video", "distributed"}),
     ("stages", {"faces", "tiling", "quantize", "sizing"}),
     ("runtime", {"engine", "store"}),
-    ("foundations", {"convert", "styles", "imageio", "options", "atomic", "imageops", "errors", "guided",
+    ("foundations", {"convert", "styles", "imageio", "options", "atomic", "imageops", "errors", "guided", "inputs",
                      "quality", "torch_reference"}),
 ]
 LAYER_OF = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}

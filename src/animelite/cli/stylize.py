@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import AnimeliteError
 from ..options import OptionError
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, option_message, store_for
-from .files import collect_inputs, take_shard
+from ..inputs import collect_inputs, collect_uris, is_uri, take_shard
 from .outputs import OutputUsageError, output_target, plan_outputs
 
 
@@ -92,7 +92,24 @@ def _stylize(args, routing: LibraryWarnings) -> int:
 
     from ..pipeline import Stylizer
 
-    found = collect_inputs(args.paths, output=args.output)
+    uris = [p for p in args.paths if is_uri(p)]
+    if (uris or is_uri(args.output)) and args.ray is None:
+        err(f"{(uris or [args.output])[0]}: URIs (s3://, gs://, file://...) are read and written with --ray only")
+        return EXIT_USAGE
+    local_out = None if is_uri(args.output) else args.output
+    found = collect_inputs([p for p in args.paths if not is_uri(p)], output=local_out)
+    if uris:
+        try:
+            remote = collect_uris(uris, output=args.output if is_uri(args.output) else None)
+        except ImportError as exc:  # pyarrow comes with ray[data]
+            err(f"reading URIs needs pyarrow ({exc}); pip install 'animelite[ray]'")
+            return EXIT_USAGE
+        except (OSError, ValueError) as exc:  # a URI pyarrow cannot parse, or a filesystem it cannot reach
+            err(f"cannot list {' '.join(uris)}: {one_line(str(exc))}")
+            return EXIT_FAILED
+        found.files.extend(remote.files)
+        found.missing.extend(remote.missing)
+        found.unreadable.extend(remote.unreadable)
     inputs, missing = found.files, found.missing
     for arg in missing:
         err(f"{arg}: no such file, folder or matching glob")
@@ -111,7 +128,10 @@ def _stylize(args, routing: LibraryWarnings) -> int:
         if not args.quiet:
             print(f"animelite: shard {index}/{count}: {len(inputs)} of {total} input(s)", file=sys.stderr)
     try:
-        out, single_file_out = output_target(args.output, max(total, 2) if args.shard else total, args.format)
+        if is_uri(args.output):  # a folder URI: passed to pyarrow as it is
+            out, single_file_out = args.output, False
+        else:
+            out, single_file_out = output_target(args.output, max(total, 2) if args.shard else total, args.format)
     except OutputUsageError as exc:
         err(str(exc))
         return EXIT_USAGE
@@ -308,7 +328,8 @@ def _stylize_on_ray(args, inputs, out: Path, single_file_out: bool, unreadable, 
         print(f"{summary.done} stylized, {summary.skipped} skipped (output exists; --overwrite to redo), "
               f"{len(failed)} failed", file=sys.stderr)
     if not args.quiet:
+        resumed = f" ({summary.resumed} of the skipped done in the manifest alike)" if summary.resumed else ""
         print(f"animelite: ray: start-up {summary.startup_s:.1f} s, {summary.done} photo(s) in {summary.wall_s:.1f} s "
               f"({summary.photos_per_s:.2f} photos/s), {time.perf_counter() - started:.1f} s in all; manifest "
-              f"{summary.manifest}", file=sys.stderr)
+              f"{summary.manifest}{resumed}", file=sys.stderr)
     return EXIT_FAILED if failed or missing else EXIT_OK

@@ -286,6 +286,10 @@ class ConvertedModels(ModelsDirectory):
         """SHA-256 of the fp32 runtime model, which an INT8 model's sidecar records."""
         return self._digests.sha256(self.runtime_path(style))
 
+    def model_sha256(self, path: str | Path) -> str:
+        """SHA-256 of a model file (the one a Stylizer runs: fp32, INT8...), computed once per file version."""
+        return self._digests.sha256(Path(path))
+
     def int8_state(self, style: str | Style) -> Int8State:
         """Which INT8 model of *style* to run, if any, and why not otherwise.
 
