@@ -45,6 +45,12 @@ HD_MAX_SIZE = 4096
 MAX_THREADS = 256  #: threads per session; more than any CPU this runs on
 MAX_SESSIONS = 64
 
+# -- video ------------------------------------------------------------------------
+#: frame-to-frame stability (animelite.video.temporal): "off" per frame, "default" statistics shared across
+#: frames, "strong" also blends the previous output along the optical flow (needs OpenCV)
+TEMPORAL_MODES = ("off", "default", "strong")
+DEFAULT_TEMPORAL = "default"
+
 # -- faces ------------------------------------------------------------------------
 FACE_MODES = ("auto", "off", "portrait")
 DEFAULT_FACES = "auto"  #: YuNet ships in the package and runs on ONNX Runtime: faces on by default, offline
