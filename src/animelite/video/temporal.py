@@ -52,7 +52,7 @@ V2_STATS_SIZE = 384
 #: scene cut: luma histograms (32 bins) this far apart (L1 / 2, 0..1) ...
 CUT_HISTOGRAM = 0.4
 #: ... or thumbnails (64 px wide, exposure removed) this different (mean |difference|, 8-bit levels)
-CUT_THUMBNAIL = 40.0
+CUT_THUMBNAIL = 30.0
 #: long side of the frames the optical flow of "strong" runs on, and the DIS preset ("fast" or "medium")
 FLOW_SIZE = 640
 FLOW_PRESET = "medium"
