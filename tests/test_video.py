@@ -278,3 +278,12 @@ def test_facade_builds_one_session_per_worker(tmp_path, store):
                                       faces="off", temporal="off", workers=2)
     assert summary.frames == 6 and summary.output_size == (128, 96)
     assert probe_video(tmp_path / "out.webm").codec == "vp9"
+
+
+@pytest.mark.parametrize("mode", ["default", "strong"])
+def test_temporal_modes_run_through_the_driver(tmp_path, mode):
+    s = Stylizer("hayao-lite", size=128, sessions=2, threads=1, faces="off", precision="fp32")
+    src = vf.write_clip(tmp_path / "clip.mp4", 8)
+    summary = _run(src, tmp_path / "out.mp4", s, temporal=mode)
+    assert summary.temporal == mode and summary.frames == 8 and summary.timings["temporal"] > 0
+    assert vf.audio_hashes(tmp_path / "out.mp4") == vf.audio_hashes(src)
