@@ -270,10 +270,32 @@ class SharedStatsModel:
     def _session(self, model, source: Path) -> Session:
         return Session(model, threads=self.threads, backend=self.backend, precision=self.precision, source=source)
 
-    def stats(self, rgb_u8: np.ndarray) -> np.ndarray:
-        """The [24, 2] layer-norm statistics of a whole (downscaled) image, uint8 (H, W, 3)."""
-        session = self._session(self.stats_path, self.stats_path)
+    def stats_session(self) -> Session:
+        """A session of the stats graph, for callers that measure many images (a clip's frames)."""
+        return self._session(self.stats_path, self.stats_path)
+
+    def stats(self, rgb_u8: np.ndarray, session: Session | None = None) -> np.ndarray:
+        """The [24, 2] layer-norm statistics of a whole (downscaled) image, uint8 (H, W, 3).
+
+        Without *session*, a stats session is opened for this one image and dropped after it.
+        """
+        session = session or self.stats_session()
         return session.run({"input": model_input(rgb_u8, "NCHW", self.value_range)}, ["norm_stats"])[0]
+
+    def fed_runner(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """``run(image uint8 (h, w, 3), stats [24, 2]) -> float32 (h, w, 3) in [0, 1]``: the tile graph with
+        the statistics as an input, so one session serves statistics that change from call to call (a
+        clip's smoothed statistics; :meth:`tile_runner` bakes them, which takes a new session each time)."""
+        session = self._session(self.tile_path, self.tile_path)
+        if "norm_stats" not in session.input_names:
+            raise ModelError(f"{self.tile_path}: not a tile graph (no norm_stats input)")
+
+        def run(rgb_u8: np.ndarray, stats: np.ndarray) -> np.ndarray:
+            x = model_input(rgb_u8, "NCHW", self.value_range)
+            feeds = {"input": x, "norm_stats": np.asarray(stats, np.float32)}
+            return model_output(session.run(feeds, ["output"])[0], "NCHW", self.value_range)
+
+        return run
 
     def tile_runner(self, stats: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """``run(tile uint8 (h, w, 3)) -> float32 (h, w, 3) in [0, 1]`` with *stats* fixed."""
