@@ -285,3 +285,33 @@ def test_real_photos_ray_outputs_match_the_plain_cli(local_ray, store, shared_ph
         assert np.array_equal(np.asarray(Image.open(tmp_path / "plain" / name)),
                               np.asarray(Image.open(tmp_path / "ray" / name))), name
     assert {r["faces_found"] is not None for r in manifest(tmp_path / "ray")} == {True}
+
+
+def test_clips_in_the_inputs_are_stylized_whole_by_one_actor_each(local_ray, store, tmp_path, capsys):
+    import video_files as vf
+
+    src = tmp_path / "in"
+    photos(src, 2)
+    vf.write_clip(src / "sub" / "clip.mov", 10, (96, 64))
+    vf.jpeg_named_mp4(src / "fake.mp4")  # content decides: refused as a photo named like a clip
+    args = (*OPTIONS, "--temporal", "off")
+    assert cli(store, str(src / "p0.png"), str(src / "sub"), "-o", str(tmp_path / "plain"), *args) == 0
+    capsys.readouterr()
+    assert cli(store, str(src / "p0.png"), str(src / "sub"), "-o", str(tmp_path / "ray"), *args, "--ray") == 0
+    assert "3 stylized" in capsys.readouterr().err
+    plain, ray = tmp_path / "plain" / "clip.mp4", tmp_path / "ray" / "clip.mp4"
+    # the same frames as the plain CLI's (same model, one session, temporal off) and the clip's sound
+    assert len(vf.decoded(ray)) == 10
+    assert all(np.array_equal(a, b) for a, b in zip(vf.decoded(plain), vf.decoded(ray)))
+    assert vf.audio_hashes(ray) == vf.audio_hashes(src / "sub" / "clip.mov")
+    [row] = [r for r in manifest(tmp_path / "ray") if r["output"].endswith("clip.mp4")]
+    assert row["status"] == "done" and row["frames"] == 10 and row["format"] == "mp4"
+    assert row["options"]["temporal"] == "off"
+    # a re-run skips it (done in the manifest alike); another temporal mode is not "alike"
+    assert cli(store, str(src / "sub"), "-o", str(tmp_path / "ray"), *args, "--ray") == 0
+    rows = manifest(tmp_path / "ray")
+    assert [r["reason"] for r in rows if r["input"].endswith("clip.mov")] == ["done in the manifest"]
+    # a JPEG named .mp4 is refused before Ray starts, as the plain CLI refuses it
+    assert cli(store, str(src / "fake.mp4"), "-o", str(tmp_path / "ray2"), *args, "--ray") == 1
+    assert "not a video" in capsys.readouterr().err
+    assert not vf.leftovers(tmp_path / "ray")

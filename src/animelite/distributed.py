@@ -59,7 +59,8 @@ from .atomic import TargetExists, atomic_path, atomic_write, atomic_write_fs
 from .errors import AnimeliteError
 from .inputs import Filesystems, collect_inputs, collect_uris, is_uri, join_uri, read_bytes, uri_with_suffix
 from .inputs import exists as path_exists
-from .options import FORMAT_EXTENSIONS, canonical_format, format_for_suffix
+from .options import (DEFAULT_TEMPORAL, DEFAULT_VIDEO_FORMAT, FORMAT_EXTENSIONS, VIDEO_FORMAT_EXTENSIONS,
+                      VIDEO_FORMATS, VIDEO_SUFFIXES, canonical_format, format_for_suffix, one_of)
 
 MANIFEST_NAME = "animelite-manifest.jsonl"
 #: CPU share of one stylizing actor. Below 1 so that Ray Data's own tasks (reads, splits) always find a slot:
@@ -109,7 +110,7 @@ def new_row(path: str, dst: str | None, status: str, **fields) -> dict:
     """One manifest row with every column present (None where it does not apply)."""
     row = {"input": path, "output": dst, "status": status, "reason": None, "error": None, "style": None,
            "format": None, "options": None, "precision": None, "model_sha256": None, "timings_ms": {},
-           "working_size": None, "faces_found": None, "pid": None}
+           "working_size": None, "faces_found": None, "frames": None, "pid": None}
     row.update(fields)
     return row
 
@@ -134,14 +135,16 @@ class StylizeBatch:
     """
 
     def __init__(self, style: str, *, quality: int = 92, overwrite: bool = False, models_dir: str | None = None,
-                 **stylizer_options):
+                 video: dict | None = None, **stylizer_options):
         from .pipeline import Stylizer
 
         self.quality, self.overwrite = quality, overwrite
+        self.video = dict(video or {})  # stylize_video's options (temporal, crf, preset, max_duration)
         self.stylizer = Stylizer(style, threads=1, models_dir=models_dir, **stylizer_options)
         self.style = self.stylizer.style.name
         self.precision, self.checksum = ran_model(self.stylizer)
         self.options = job_options(quality, stylizer_options)
+        self.video_options = job_options(quality, {**stylizer_options, **self.video})
         self.filesystems = Filesystems()
 
     def __call__(self, batch: dict) -> dict:
@@ -153,13 +156,16 @@ class StylizeBatch:
 
     def one(self, path: str, dst: str, fmt: str, data: bytes | None = None) -> dict:
         """Stylize one photo to *dst*; the manifest row (never raises for a bad file)."""
-        row = new_row(path, dst, "failed", style=self.style, format=fmt, options=self.options,
+        row = new_row(path, dst, "failed", style=self.style, format=fmt,
+                      options=self.video_options if fmt in VIDEO_FORMATS else self.options,
                       precision=self.precision, model_sha256=self.checksum, pid=os.getpid())
         skipped = {"status": "skipped", "reason": OUTPUT_EXISTS}
         try:
             if not self.overwrite and path_exists(dst, self.filesystems):
                 row.update(skipped)
                 return row
+            if fmt in VIDEO_FORMATS:  # a clip: stylized whole by this actor (never split across actors)
+                return self._video(path, dst, row)
             if data is None:
                 read = time.perf_counter()
                 data = read_bytes(path, self.filesystems)
@@ -183,6 +189,33 @@ class StylizeBatch:
             row.update(precision=result.precision, model_sha256=self.stylizer.store.fp32_sha256(self.stylizer.style))
         row.update(status="done", working_size=list(result.working_size),
                    faces_found=None if result.faces is None else result.faces.found)
+        return row
+
+
+    def _video(self, path: str, dst: str, row: dict) -> dict:
+        """One clip through :func:`animelite.video.stylize_video` with this actor's warm Stylizer (one session,
+        one thread); a URI input is fetched to a local temporary file first and a URI output uploaded whole."""
+        from .video import stylize_video
+
+        with tempfile.TemporaryDirectory(prefix=".animelite-clip-") as tmp:
+            src = path
+            if is_uri(path):
+                read = time.perf_counter()
+                src = os.path.join(tmp, "input" + PurePosixPath(path).suffix)
+                with open(src, "wb") as fh:
+                    fh.write(read_bytes(path, self.filesystems))
+                row["timings_ms"]["read"] = round((time.perf_counter() - read) * 1000, 1)
+            target = os.path.join(tmp, "output" + PurePosixPath(dst).suffix) if is_uri(dst) else dst
+            summary = stylize_video(src, target, stylizer=self.stylizer, workers=1, overwrite=self.overwrite,
+                                    **self.video)
+            if is_uri(dst):
+                write = time.perf_counter()
+                fs, where = self.filesystems.resolve(dst)
+                with open(target, "rb") as fh:
+                    atomic_write_fs(fs, where, fh.read(), overwrite=self.overwrite)
+                row["timings_ms"]["write"] = round((time.perf_counter() - write) * 1000, 1)
+        row["timings_ms"].update({k: round(v * 1000, 1) for k, v in summary.timings.items()})
+        row.update(status="done", working_size=list(summary.working_size), frames=summary.frames)
         return row
 
 
@@ -238,8 +271,8 @@ def _where(path: str | Path, fss: Filesystems) -> tuple[str, str]:
     return "local", os.path.abspath(path)
 
 
-def plan(sources: Iterable, out: str | Path, fmt: str | None, filesystems: Filesystems | None = None
-         ) -> tuple[list[dict], list[tuple[str, str]]]:
+def plan(sources: Iterable, out: str | Path, fmt: str | None, filesystems: Filesystems | None = None,
+         video_format: str = DEFAULT_VIDEO_FORMAT) -> tuple[list[dict], list[tuple[str, str]]]:
     """Rows ``{path, dst, fmt}`` for the inputs, and the refused ones (input, why).
 
     *sources*: as :func:`gather` takes them (files, folders, globs, URIs, (input, relative path) pairs). The
@@ -256,8 +289,11 @@ def plan(sources: Iterable, out: str | Path, fmt: str | None, filesystems: Files
             continue
         seen.add(src_key)
         suffix = PurePosixPath(str(src)).suffix
-        job_fmt = canonical_format(fmt) if fmt else (format_for_suffix(suffix) or "png")
-        ext = FORMAT_EXTENSIONS[job_fmt]
+        if suffix.lower() in VIDEO_SUFFIXES:  # a clip (by its name here; the actor's decoder checks the content)
+            job_fmt, ext = video_format, VIDEO_FORMAT_EXTENSIONS[video_format]
+        else:
+            job_fmt = canonical_format(fmt) if fmt else (format_for_suffix(suffix) or "png")
+            ext = FORMAT_EXTENSIONS[job_fmt]
         dst = uri_with_suffix(join_uri(str(out), rel), ext) if remote else str((Path(out) / rel).with_suffix(ext))
         key = _where(dst, fss)
         if key == src_key:
@@ -380,7 +416,9 @@ def stylize_dataset(sources: Iterable, out: str | os.PathLike[str], *, address: 
                     workers: int | None = None, style: str = "hayao", fmt: str | None = None, quality: int = 92,
                     overwrite: bool = False, models_dir: str | os.PathLike[str] | None = None,
                     actor_cpus: float = ACTOR_CPUS, progress: Callable[[dict], None] | None = None,
-                    quiet: bool = False, **stylizer_options) -> Summary:
+                    quiet: bool = False, video_format: str = DEFAULT_VIDEO_FORMAT, temporal: str = DEFAULT_TEMPORAL,
+                    crf: int | None = None, preset: str | None = None, max_duration: float | None = None,
+                    **stylizer_options) -> Summary:
     """Stylize *sources* into the folder *out* on Ray Data; the outputs are the plain CLI's.
 
     *sources*: files, folders (walked like the CLI walks them), globs, URIs of files or folders on any pyarrow
@@ -390,12 +428,21 @@ def stylize_dataset(sources: Iterable, out: str | os.PathLike[str], *, address: 
     exist are skipped unless ``overwrite`` (a re-run does only the rest). Each result row is passed to
     ``progress`` as it comes back. ``quiet``: no Ray INFO lines and no progress bars. Options are checked
     before Ray starts (:class:`OptionError`); the model is pulled/converted once here, not by every actor.
+
+    Clips (inputs named .mp4, .mov, .mkv, .webm, .avi, .m4v) are stylized whole by one actor each with
+    :func:`animelite.video.stylize_video` (``temporal``, ``crf``, ``preset``, ``max_duration``) into
+    ``video_format`` ("mp4" or "webm"); their manifest rows also say how many frames were made.
     """
     from .pipeline import Stylizer
+    from .video.driver import check_video_options
 
+    video_format = one_of("video_format", video_format, VIDEO_FORMATS)
+    temporal, crf, preset, max_duration, _ = check_video_options(
+        video_format, temporal=temporal, crf=crf, preset=preset, max_duration=max_duration, workers=None)
+    video = {"temporal": temporal, "crf": crf, "preset": preset, "max_duration": max_duration}
     fss = Filesystems()
     out = str(out) if is_uri(str(out)) else Path(out)
-    rows, refused = plan(sources, out, fmt, fss)
+    rows, refused = plan(sources, out, fmt, fss, video_format)
     models_dir = None if models_dir is None else str(models_dir)
     # checks every option and prepares the model files once, before any actor exists
     check = Stylizer(style, threads=1, models_dir=models_dir, **stylizer_options)
@@ -403,6 +450,7 @@ def stylize_dataset(sources: Iterable, out: str | os.PathLike[str], *, address: 
     precision, checksum = ran_model(check)
     del check
     options = job_options(quality, stylizer_options)
+    clip_options = job_options(quality, {**stylizer_options, **video})
     summary = Summary(manifest=manifest_location(out))
     previous = {} if overwrite else load_manifest(summary.manifest, fss)
     _make_folder(out, fss)
@@ -430,14 +478,15 @@ def stylize_dataset(sources: Iterable, out: str | os.PathLike[str], *, address: 
             record(new_row(src, None, "failed", error=why, **base))
         todo = []
         for job in rows:
-            row = new_row(job["path"], job["dst"], "skipped", format=job["fmt"], **base)
+            row = new_row(job["path"], job["dst"], "skipped", format=job["fmt"],
+                          **{**base, "options": clip_options if job["fmt"] in VIDEO_FORMATS else options})
             if not is_uri(job["dst"]) and os.path.isdir(job["dst"]):
                 record({**row, "status": "failed", "error": f"output {job['dst']} is a folder; nothing was written"})
             elif overwrite or not exists(job["dst"]):
                 todo.append(job)
             elif made_alike(prev := previous.get(job["path"]), row):
                 record({**row, **{k: prev.get(k) for k in ("precision", "timings_ms", "working_size",
-                                                            "faces_found", "pid")}, "reason": DONE_BEFORE})
+                                                            "faces_found", "frames", "pid")}, "reason": DONE_BEFORE})
             else:
                 record({**row, "reason": OUTPUT_EXISTS})
         if todo:
@@ -448,7 +497,7 @@ def stylize_dataset(sources: Iterable, out: str | os.PathLike[str], *, address: 
                 try:
                     _run(ray, todo, workers, actor_cpus, record, quiet,
                          dict(style=style, quality=quality, overwrite=overwrite, models_dir=models_dir,
-                              **stylizer_options), summary)
+                              video=video, **stylizer_options), summary)
                 finally:
                     if started:
                         ray.shutdown()

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import AnimeliteError
-from ..options import OptionError
+from ..options import VIDEO_SUFFIXES, OptionError
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, describe, err, one_line, option_message, store_for
 from ..inputs import collect_inputs, collect_uris, is_uri, take_shard
 from .outputs import OutputUsageError, output_target, plan_outputs
@@ -124,10 +124,15 @@ def _stylize(args, routing: LibraryWarnings) -> int:
     # URIs are never probed here (pyarrow reads them on the actors); local files are sorted by content
     videos, mismatched = classify([(src, rel) for src, rel in inputs if isinstance(src, Path)])
     if args.ray is not None:
-        if videos:
-            err(f"--ray stylizes photos; {len(videos)} input(s) are videos (e.g. {sorted(videos)[0]}): run "
-                "them without --ray")
+        named = {src for src, _rel in inputs if isinstance(src, Path) and src.suffix.lower() in VIDEO_SUFFIXES}
+        if videos - named:  # the Ray driver tells clips by their names; a clip named otherwise would be a photo
+            err(f"--ray tells clips by their names (.mp4, .mov, .mkv, .webm, .avi, .m4v); "
+                f"{sorted(videos - named)[0]} is a video by its content: rename it, or run it without --ray")
             return EXIT_USAGE
+        if mismatched:
+            for _src, why in mismatched:
+                err(why)
+            return EXIT_FAILED
         return _stylize_on_ray(args, inputs, out, single_file_out, unreadable, missing)
     if args.contact_sheet:
         from ..contact_sheet import SheetError, check_target
@@ -293,9 +298,9 @@ def _stylize_on_ray(args, inputs, out: Path, single_file_out: bool, unreadable, 
         err(f"--ray writes into an output folder (and its manifest), but {args.output} is one file; give a folder "
             "(end the name with a slash to make one)")
         return EXIT_USAGE
-    if args.contact_sheet or args.threads is not None or args.jobs is not None:
-        err("--ray runs one thread per actor and --ray-workers actors; --threads, -j and --contact-sheet do not "
-            "apply")
+    if args.contact_sheet or args.threads is not None or args.jobs is not None or args.frames_dir:
+        err("--ray runs one thread per actor and --ray-workers actors; --threads, -j, --contact-sheet and "
+            "--frames-dir do not apply")
         return EXIT_USAGE
     try:
         import_ray()
@@ -324,7 +329,9 @@ def _stylize_on_ray(args, inputs, out: Path, single_file_out: bool, unreadable, 
                                   models_dir=models, quiet=args.quiet, progress=progress, size=args.size,
                                   keep_size=args.keep_size, faces=args.faces, face_style=args.face_style,
                                   face_size=args.face_size, tile=args.tile, backend=args.backend,
-                                  precision=args.precision, mode=args.mode, hd_size=args.hd_size)
+                                  precision=args.precision, mode=args.mode, hd_size=args.hd_size,
+                                  video_format=args.video_format, temporal=args.temporal, crf=args.crf,
+                                  preset=args.preset, max_duration=args.max_duration)
     except OptionError as exc:
         err(option_message(exc))
         return EXIT_USAGE

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from ..options import (CRF_BOUNDS, DEFAULT_CRF, DEFAULT_PRESET, DEFAULT_SIZE, DE
                        MAX_SESSIONS, MAX_SIZE, MIN_SIZE, SIZE_AUTO, TEMPORAL_MODES, VIDEO_FORMAT_EXTENSIONS,
                        VIDEO_PRESETS, OptionError, one_of, whole_number)
 from ..tiling import peak_rss_mb
-from .io import Frame, Reader, VideoError, VideoInfo, Writer, probe_video
+from .io import Frame, Reader, VideoError, Writer, probe_video
 from .temporal import Temporal
 
 STAGES = ("decode", "preprocess", "inference", "faces", "temporal", "encode")
