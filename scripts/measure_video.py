@@ -35,10 +35,13 @@ from animelite.store import ModelStore  # noqa: E402
 from animelite.video import stylize_video  # noqa: E402
 
 
+SHARED = ROOT.parent / "shared"  # replaced by --shared
+
+
 def make_clip(path: Path, frames: int, size: tuple[int, int], fps: int = 25) -> Path:
     from clips import load_photo, pan_frames
 
-    photos = ROOT.parent / "shared" / "photos" / "scenes"
+    photos = SHARED / "photos" / "scenes"
     photo = load_photo(next(iter(sorted(photos.glob("*.jpg"))), None) if photos.is_dir() else None)
     with av.open(str(path), "w") as c:
         v = c.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "veryfast"})
@@ -57,21 +60,32 @@ def decoded_frames(path: Path) -> list[np.ndarray]:
 
 
 def measure(clip: Path, frames: list[np.ndarray], style: str, precision: str, size: int, workers: int,
-            store: ModelStore, out: Path) -> dict:
-    stylizer = Stylizer(style, size=size, precision=precision, sessions=workers, threads=1, faces="off",
-                        store=store)
-    stylize_video(clip, out, stylizer=stylizer, temporal="off", workers=workers, overwrite=True)  # warm-up
-    summary = stylize_video(clip, out, stylizer=stylizer, temporal="off", workers=workers, overwrite=True)
-    # the image path: the same decoded frames, one Stylizer.stylize each, `workers` in flight
+            store: ModelStore, out: Path, repeats: int = 3) -> dict:
+    """Median frames/s of the video path (temporal off and default) and of the image path on the same frames,
+    the three interleaved in each of *repeats* rounds after a warm-up, so load changes hit them alike."""
     from concurrent.futures import ThreadPoolExecutor
 
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(stylizer.stylize, frames))
-    image_wall = time.perf_counter() - t0
-    return {"style": style, "precision": stylizer.precision, "size": size, "workers": workers,
-            "frames": summary.frames, "video_fps": summary.frames_per_s, "image_fps": len(frames) / image_wall,
-            "ms_per_frame": {k: round(v, 1) for k, v in summary.ms_per_frame().items()}}
+    stylizer = Stylizer(style, size=size, precision=precision, sessions=workers, threads=1, faces="off",
+                        store=store)
+    n = len(frames)
+    stylize_video(clip, out, stylizer=stylizer, temporal="off", workers=workers, overwrite=True)  # warm-up
+    fps = {"off": [], "default": [], "image": []}
+    summary = None
+    for _ in range(repeats):
+        for mode in ("off", "default"):
+            summary = stylize_video(clip, out, stylizer=stylizer, temporal=mode, workers=workers, overwrite=True)
+            fps[mode].append(summary.frames_per_s)
+            if mode == "off":
+                ms = summary.ms_per_frame()
+        # the image path: the same decoded frames, one Stylizer.stylize each, `workers` in flight
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(stylizer.stylize, frames))
+        fps["image"].append(n / (time.perf_counter() - t0))
+    med = {k: float(np.median(v)) for k, v in fps.items()}
+    return {"style": style, "precision": stylizer.precision, "size": size, "workers": workers, "frames": n,
+            "video_fps": med["off"], "video_default_fps": med["default"], "image_fps": med["image"],
+            "ms_per_frame": {k: round(v, 1) for k, v in ms.items()}}
 
 
 def long_clip_rss(seconds: int, size: int, workers: int) -> dict:
@@ -100,11 +114,17 @@ def main() -> int:
     ap.add_argument("--tiny", action="store_true", help="a quick check: hayao-lite fp32 at 128, 8 frames")
     ap.add_argument("--sizes", type=int, nargs="+", default=[360, 480, 720])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--long-seconds", type=int, default=60)
     ap.add_argument("--no-long", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3, help="rounds per row; the median is reported")
+    ap.add_argument("--slow-frames", type=int, default=8, help="frames for hayao (about 2 s a frame at 720)")
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared",
+                    help="the real weights and photos (default: ../shared beside the checkout)")
     args = ap.parse_args()
-    shared = ROOT.parent / "shared" / "models"
+    global SHARED
+    SHARED = args.shared
+    shared = args.shared / "models"
     store = ModelStore(shared if shared.is_dir() else None)
     styles = [("hayao-lite", "fp32"), ("hayao-lite", "int8")]
     if shared.is_dir():
@@ -115,14 +135,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="animelite-measure-video-") as tmp:
         clip = make_clip(Path(tmp) / "clip.mp4", args.frames, (1280, 720))
         frames = decoded_frames(clip)
+        short = make_clip(Path(tmp) / "short.mp4", min(args.slow_frames, args.frames), (1280, 720))
         for style, precision in styles:
             for size in args.sizes:
                 for workers in args.workers:
-                    row = measure(clip, frames, style, precision, size, workers, store, Path(tmp) / "out.mp4")
+                    few = style == "hayao" and not args.tiny
+                    row = measure(short if few else clip, frames[: args.slow_frames] if few else frames, style,
+                                  precision, size, workers, store, Path(tmp) / "out.mp4", args.repeats)
                     rows.append(row)
-                    print(f"{style:<11}{row['precision']:<6}{size:>5}{workers:>3} worker(s): video "
-                          f"{row['video_fps']:6.2f} frames/s, image path {row['image_fps']:6.2f} frames/s "
-                          f"({row['video_fps'] / row['image_fps']:.2f}x)  {row['ms_per_frame']}", flush=True)
+                    print(f"{style:<11}{row['precision']:<6}{size:>5}{workers:>3} worker(s) {row['frames']:>3} "
+                          f"frames: video off {row['video_fps']:6.2f} frames/s, default "
+                          f"{row['video_default_fps']:6.2f}, image path {row['image_fps']:6.2f} "
+                          f"(video off/image {row['video_fps'] / row['image_fps']:.2f}x)  {row['ms_per_frame']}",
+                          flush=True)
     if not args.no_long:
         rss = long_clip_rss(args.long_seconds, 512, 2)
         print(f"1080p {args.long_seconds} s clip at 512, 2 workers: {rss}")
