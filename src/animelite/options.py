@@ -68,6 +68,26 @@ DEFAULT_QUALITY = 92  #: JPEG/WebP quality for files (CLI, API)
 MIN_QUALITY, MAX_QUALITY = 1, 100
 DEFAULT_MAX_PIXELS = 50_000_000  #: decoded images above this are refused (decompression bombs)
 
+# -- video ------------------------------------------------------------------------------
+#: "off": each frame on its own (the baseline); "default": shared statistics smoothed across frames, reset at
+#: cuts; "strong": also blend with the previous output warped by the optical flow (animelite.video.temporal)
+TEMPORAL_MODES = ("off", "default", "strong")
+DEFAULT_TEMPORAL = "default"
+#: suffixes of the videos a folder walk picks up (content decides, as for photos: a PyAV probe)
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
+#: output containers: H.264 (yuv420p) in MP4, or VP9 in WebM
+VIDEO_FORMATS = ("mp4", "webm")
+DEFAULT_VIDEO_FORMAT = "mp4"
+VIDEO_FORMAT_EXTENSIONS = {"mp4": ".mp4", "webm": ".webm"}
+#: constant rate factor: lower is better and larger; x264 takes 0..51, libvpx-vp9 0..63
+DEFAULT_CRF = 20  #: for MP4/H.264 (visually close to the input at working size)
+DEFAULT_WEBM_CRF = 32  #: for WebM/VP9 (its scale differs: ~32 looks like x264's ~20)
+CRF_BOUNDS = {"mp4": (0, 51), "webm": (0, 63)}
+#: encoder speed presets, fastest first (x264's names; VP9 maps them onto its cpu-used levels)
+VIDEO_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+DEFAULT_PRESET = "veryfast"
+
+
 # -- the models directory -------------------------------------------------------------
 MODELS_ENV = "ANIMELITE_MODELS"
 
