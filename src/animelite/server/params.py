@@ -19,14 +19,9 @@ from dataclasses import dataclass
 
 from ..errors import AnimeliteError, StyleError
 from ..faces import resolve_mode
-from ..options import (DEFAULT_MODE, DEFAULT_PRECISION, FORMAT_ALIASES, FORMAT_MIME, MAX_QUALITY, MIN_QUALITY,
-                       SIZE_AUTO, whole_number)
+from ..options import (DEFAULT_MODE, DEFAULT_PRECISION, DEFAULT_TEMPORAL, DEFAULT_VIDEO_FORMAT, FORMAT_ALIASES,
+                       FORMAT_MIME, MAX_QUALITY, MIN_QUALITY, SIZE_AUTO, TEMPORAL_MODES, VIDEO_FORMATS, whole_number)
 from ..store import ModelStore
-
-try:
-    from ..options import DEFAULT_TEMPORAL, TEMPORAL_MODES, VIDEO_FORMATS
-except ImportError:  # until the video driver's vocabulary is merged (video contract: options.py owns these)
-    TEMPORAL_MODES, DEFAULT_TEMPORAL, VIDEO_FORMATS = ("off", "default", "strong"), "default", ("mp4", "webm")
 from ..styles import Style
 from .config import ServerConfig
 from .errors import BadParameter, ServiceError, shown
@@ -179,7 +174,7 @@ def parse_video_params(raw: dict[str, str], config: ServerConfig, store: ModelSt
     temporal = _word(raw.get("temporal"), DEFAULT_TEMPORAL)
     if temporal not in TEMPORAL_MODES:
         raise BadParameter(f"temporal must be one of {', '.join(TEMPORAL_MODES)}, not {shown(raw.get('temporal'))}")
-    fmt = _word(raw.get("format"), VIDEO_FORMATS[0])
+    fmt = _word(raw.get("format"), DEFAULT_VIDEO_FORMAT)
     if fmt not in VIDEO_FORMATS:
         raise BadParameter(f"format must be one of {', '.join(VIDEO_FORMATS)} for a video, not "
                            f"{shown(raw.get('format'))}")
