@@ -44,6 +44,7 @@ from ... import imageio
 from ...errors import AnimeliteError, ImageError
 from ..errors import ServiceError, plain, service_error
 from ..service import StylizeService
+from ..uploads import is_supported_image
 
 log = logging.getLogger("animelite.server")
 
@@ -175,6 +176,10 @@ class LiveSession:
             await self._bad("frame_too_large", f"a frame is {len(data)} bytes; this server takes frames up to "
                                                f"{limit} bytes: send a smaller or more compressed one")
             return
+        if not is_supported_image(data[:32]):  # sniffed here, so garbage is never queued (nor hidden by drops)
+            await self._bad("bad_frame", "the frame is not a JPEG or WebP picture (nor another format the "
+                                         "server reads)")
+            return
         if self._slot is not None:
             self.dropped += 1  # latest frame wins: the one still waiting is stale
             self.metrics.live_dropped.labels(reason="stale").inc()
@@ -198,6 +203,7 @@ class LiveSession:
             if self._slot is None:
                 if self.dropped != self._reported_dropped:
                     await self.report()  # idle after a burst: say what was dropped now
+                    continue  # a frame may have come while that was sent
                 self._wake.clear()
                 await self._wake.wait()
                 continue
