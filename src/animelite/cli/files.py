@@ -11,7 +11,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..options import IMAGE_SUFFIXES
+from ..options import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
+#: what a folder walk picks up (content decides afterwards what each file is)
+WALK_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
 @dataclass
@@ -67,7 +70,7 @@ def collect_inputs(paths: list[str], output: str | os.PathLike[str] | None = Non
 
 
 def _walk(root: Path, skip: os.stat_result | None, unreadable: list[tuple[Path, str]]) -> list[tuple[Path, Path]]:
-    """The image files under *root*, sorted by their path relative to it, without the output's subtree;
+    """The image and video files under *root*, sorted by their path relative to it, without the output's subtree;
     folders that cannot be listed are added to *unreadable*."""
 
     def cannot_list(exc: OSError) -> None:
@@ -79,7 +82,7 @@ def _walk(root: Path, skip: os.stat_result | None, unreadable: list[tuple[Path, 
         dirs[:] = [d for d in dirs if not _is_output(here / d, skip)]
         for name in names:
             f = here / name
-            if (f.suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".") and f.is_file()
+            if (f.suffix.lower() in WALK_SUFFIXES and not name.startswith(".") and f.is_file()
                     and not _is_output(f, skip)):
                 files.append((f, f.relative_to(root)))
     return sorted(files, key=lambda item: item[1].parts)

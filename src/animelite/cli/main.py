@@ -16,6 +16,8 @@ from ..options import (AUTO_TILE_TEXT, BACKENDS, DEFAULT_BACKEND, DEFAULT_FACE_S
                        DEFAULT_QUALITY, DEFAULT_SIZE, DEFAULT_TILE, FACE_MODES, FORMAT_CHOICES, MAX_FACE_SIZE,
                        MAX_QUALITY, MAX_SESSIONS, MAX_SIZE, MAX_THREADS, MIN_FACE_SIZE, MIN_QUALITY, MIN_SIZE, MIN_TILE,
                        MODELS_ENV, MODES, PRECISION_CHOICES, SIZE_AUTO, AUTO_SIZE_MAX, AUTO_SIZE_MIN, OptionError)
+from ..options import (CRF_BOUNDS, DEFAULT_CRF, DEFAULT_PRESET, DEFAULT_TEMPORAL, DEFAULT_VIDEO_FORMAT,
+                       DEFAULT_WEBM_CRF, TEMPORAL_MODES, VIDEO_FORMATS, VIDEO_PRESETS)
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, option_message, store_for
 from .stylize import cmd_stylize
 
@@ -99,6 +101,8 @@ def cmd_models(args) -> int:
 def cmd_bench(args) -> int:
     from ..bench import format_table, print_progress, run_bench, to_json
 
+    if args.video:
+        return _bench_report(lambda: _bench_video(args))
     photos = Path(args.photos) if args.photos else None
     source = str(photos) if photos else f"{args.count} synthetic 1600x1200 photos"
     if args.sizes is None:
@@ -148,6 +152,28 @@ def cmd_bench(args) -> int:
         return to_json(rows, source) if args.json else format_table(rows, source)
 
     return _bench_report(table)
+
+
+def _bench_video(args) -> str:
+    """``bench --video CLIP``: the clip through the video driver once per --threads value (frames in flight)."""
+    import tempfile
+
+    from ..pipeline import Stylizer
+    from ..video import stylize_video
+    from .video import format_video_bench
+
+    size = args.sizes[0] if args.sizes else DEFAULT_SIZE
+    out = []
+    with tempfile.TemporaryDirectory(prefix="animelite-bench-") as tmp:
+        for workers in args.threads:
+            stylizer = Stylizer(args.style, size=size, threads=1, sessions=workers, store=store_for(args),
+                                faces=args.faces, face_style=args.face_style, face_size=args.face_size,
+                                **_speed_kwargs(args))
+            summary = stylize_video(args.video, Path(tmp) / f"bench-{workers}.mp4", stylizer=stylizer,
+                                    temporal=args.temporal, workers=workers, overwrite=True)
+            label = f"{args.style} at {size}, {stylizer.precision}, {workers} worker(s) x 1 thread"
+            out.append(format_video_bench(summary, label))
+    return "\n\n".join(out)
 
 
 def _bench_report(make) -> int:
@@ -229,6 +255,43 @@ def _face_args(p: argparse.ArgumentParser, default: str | None) -> None:
                         "smaller is faster, larger keeps more detail on big faces")
 
 
+def _seconds(text: str) -> float:
+    """--max-duration: a positive number of seconds."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of seconds")
+    return v
+
+
+def _temporal_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temporal", choices=TEMPORAL_MODES, default=DEFAULT_TEMPORAL,
+                   help=f"videos: off = each frame on its own; default = statistics shared across frames, reset at "
+                        f"scene cuts; strong = also blend with the previous frame along the motion "
+                        f"(default {DEFAULT_TEMPORAL})")
+
+
+def _video_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("videos (recognised by content; audio, timestamps and rotation are kept)")
+    _temporal_arg(g)
+    hi = max(b for _, b in CRF_BOUNDS.values())
+    g.add_argument("--crf", type=_positive_int(0, hi), default=None,
+                   help=f"quality, lower is better and larger: H.264 0..{CRF_BOUNDS['mp4'][1]} (default "
+                        f"{DEFAULT_CRF}), VP9 0..{CRF_BOUNDS['webm'][1]} (default {DEFAULT_WEBM_CRF})")
+    g.add_argument("--preset", choices=VIDEO_PRESETS, default=DEFAULT_PRESET,
+                   help=f"encoder speed, faster = larger file (default {DEFAULT_PRESET})")
+    g.add_argument("--max-duration", type=_seconds, default=None, metavar="SECONDS",
+                   help="refuse clips longer than this (checked before decoding when the file declares its length)")
+    g.add_argument("--frames-dir", default=None, metavar="DIR",
+                   help="also write every stylized frame as a PNG into DIR (a subfolder per clip when there are "
+                        "several)")
+    g.add_argument("--video-format", choices=VIDEO_FORMATS, default=DEFAULT_VIDEO_FORMAT,
+                   help=f"container for videos written into an -o folder: mp4 (H.264) or webm (VP9) "
+                        f"(default {DEFAULT_VIDEO_FORMAT}; a file name's suffix decides for one clip)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..styles import DEFAULT_STYLE
 
@@ -283,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-j", "--jobs", type=_positive_int(1, MAX_SESSIONS), default=None,
                    help="images in flight at once, each with its own session (default: one per core when "
                         "there are several inputs and no --threads; threads are shared out)")
+    _video_args(s)
     s.set_defaults(func=cmd_stylize)
 
     m = sub.add_parser("models", help="list, pull, add and verify models")
@@ -329,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "reference, fidelity vs --style's fp32 output), e.g. --style hayao --also hayao-lite")
     b.add_argument("--concurrency", action="store_true",
                    help="images/s with 1, 2 and 4 images in flight (one session each) at --sizes[0] (default 512)")
+    b.add_argument("--video", metavar="CLIP", default=None,
+                   help="stylize this clip (to a temporary file) and print per-stage ms per frame and frames/s, "
+                        "for each --threads value as the number of frames in flight (one session each)")
+    _temporal_arg(b)
     b.add_argument("-q", "--quiet", action="store_true")
     _face_args(b, default="bench")
     _speed_args(b)

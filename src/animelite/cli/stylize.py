@@ -7,7 +7,6 @@ summary and the batch goes on. Options are checked by the pipeline
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import time
@@ -17,24 +16,9 @@ from pathlib import Path
 
 from ..errors import AnimeliteError
 from ..options import OptionError
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, option_message, store_for
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, describe, err, one_line, option_message, store_for
 from .files import collect_inputs, take_shard
 from .outputs import OutputUsageError, output_target, plan_outputs
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # terminal colour and cursor codes (ONNX Runtime's log lines)
-
-
-def one_line(text: str, limit: int = 500) -> str:
-    """*text* on one line: terminal codes removed, whitespace runs collapsed, cut at *limit* characters."""
-    text = " ".join(_ANSI.sub("", text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line reason for an exception that is not one of ours: its type and its message."""
-    text = one_line(str(exc))
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class LibraryWarnings:
@@ -115,7 +99,14 @@ def _stylize(args, routing: LibraryWarnings) -> int:
     except OutputUsageError as exc:
         err(str(exc))
         return EXIT_USAGE
+    from .video import classify
+
+    videos, mismatched = classify(inputs)
     if args.ray is not None:
+        if videos:
+            err(f"--ray stylizes photos; {len(videos)} input(s) are videos (e.g. {sorted(videos)[0]}): run "
+                "them without --ray")
+            return EXIT_USAGE
         return _stylize_on_ray(args, inputs, out, single_file_out, unreadable, missing)
     if args.contact_sheet:
         from ..contact_sheet import SheetError, check_target
@@ -138,7 +129,9 @@ def _stylize(args, routing: LibraryWarnings) -> int:
         # threads (1.30 vs 1.25 images/s at 512 on 2 cores, `bench --concurrency`).
         from ..engine import default_threads
 
-        args.jobs = min(default_threads(), len(inputs)) if len(inputs) > 1 and args.threads is None else 1
+        many = len(inputs) > 1 or bool(videos)  # a clip has frames in flight, one session each
+        args.jobs = min(default_threads(), max(len(inputs), 2 if videos else 1)) \
+            if many and args.threads is None else 1
     try:
         stylizer = Stylizer(args.style, size=args.size, keep_size=args.keep_size, threads=args.threads,
                             store=store_for(args), notice=note, faces=args.faces, face_style=args.face_style,
@@ -156,11 +149,14 @@ def _stylize(args, routing: LibraryWarnings) -> int:
     from ..contact_sheet import Row
 
     started = time.perf_counter()
-    jobs, refused = plan_outputs(inputs, out, single_file_out, args.format)
+    mismatched_src = {src for src, _ in mismatched}
+    jobs, refused = plan_outputs([i for i in inputs if i[0] not in mismatched_src], out, single_file_out,
+                                 args.format, videos=videos, video_format=args.video_format)
+    refused = mismatched + refused
     failed: list[tuple[Path, str]] = unreadable + refused
     rows: dict[Path, Row] = {src: Row(src, None, "failed", why) for src, why in refused}  # for the report
     done = skipped = 0
-    todo = []
+    todo, video_jobs = [], []
     for job in jobs:
         if job.dst.is_dir():
             failed.append((job.src, f"output {job.dst} is a folder; nothing was written"))
@@ -168,6 +164,8 @@ def _stylize(args, routing: LibraryWarnings) -> int:
         elif job.dst.exists() and not args.overwrite:
             skipped += 1
             rows[job.src] = Row(job.src, job.dst, "skipped", "the output exists; --overwrite redoes it")
+        elif job.kind == "video":
+            video_jobs.append(job)
         else:
             todo.append((job.src, job.dst, job.fmt))
 
@@ -216,6 +214,19 @@ def _stylize(args, routing: LibraryWarnings) -> int:
     if pool is not None:
         pool.shutdown()
     bar.close()
+    if video_jobs:
+        from .video import run_videos
+
+        clips_done, clips_failed, _clips, stop_with = run_videos(
+            args, stylizer, video_jobs, note, say=lambda line: tqdm.write(line, file=sys.stderr))
+        done += clips_done
+        failed += clips_failed
+        for src, why in clips_failed:
+            rows[src] = Row(src, None, "failed", why)
+        if stop_with is not None:
+            for src, why in failed:
+                err(f"{src}: {why}" if str(src) not in why else why)
+            return stop_with
     for src, why in failed:
         err(f"{src}: {why}" if str(src) not in why else why)
     if not args.quiet or failed:

@@ -156,19 +156,22 @@ class FaceStage:
         faces = find_faces(self.detector, rgb)
         return faces, time.perf_counter() - t0
 
-    def apply(self, rgb: np.ndarray, base: np.ndarray, found: tuple[list, float] | None = None
-              ) -> tuple[np.ndarray, FaceSummary]:
+    def apply(self, rgb: np.ndarray, base: np.ndarray, found: tuple[list, float] | None = None,
+              opacities: list[float] | None = None) -> tuple[np.ndarray, FaceSummary]:
         """Faces of *rgb* (the decoded photo, H x W x 3 uint8) stylized and pasted into *base*
         (the whole-photo stylization, h x w x 3 float32 in [0, 1]); returns (image, summary).
 
         *found*: what :meth:`detect` returned for this photo, when it already ran.
-        *base* is left as it is when no face is found (the same array comes back)."""
+        *opacities*: one value in [0, 1] per face of *found* (mode "auto"), scaling that face's paste
+        mask (a video fades faces in and out: :class:`~animelite.faces.track.FaceTracker`); 1 pastes
+        as without it, a face at 0 is skipped before its crop is stylized (it costs nothing).
+        *base* is left as it is when no face is pasted (the same array comes back)."""
         height, width = rgb.shape[:2]
         bh, bw = base.shape[:2]
         sx, sy = bw / width, bh / height
         img2base = align.scaling(sx, sy)
         summary = FaceSummary(mode=self.mode, detector=self.detector.name if self.detector else None)
-        jobs: list[tuple[np.ndarray, int, np.ndarray | None]] = []  # (image -> unit crop, crop size, mask)
+        jobs: list[tuple[np.ndarray, int, np.ndarray | None, float]] = []  # (image -> unit crop, size, mask, opacity)
 
         if self.mode == "portrait":
             side = min(width, height)
@@ -180,12 +183,19 @@ class FaceStage:
             feather = 0.08 * min(x1 - x0, y1 - y0)
             summary.found = 1
             summary.boxes.append(((width - side) / 2, (height - side) / 2, side, side))
-            jobs.append((unit, size, blend.box_mask(bw, bh, (x0, y0, x1, y1), feather)))
+            jobs.append((unit, size, blend.box_mask(bw, bh, (x0, y0, x1, y1), feather), 1.0))
         else:
             faces, summary.detect_seconds = found if found is not None else self.detect(rgb)
             summary.found = len(faces)
-            for face in reversed(faces):  # smallest first: larger (usually nearer) faces end on top
-                if face.size * min(sx, sy) < MIN_OUTPUT_FACE:
+            if opacities is None:
+                opacities = [1.0] * len(faces)
+            elif len(opacities) != len(faces):
+                raise ValueError(f"opacities: {len(opacities)} values for {len(faces)} faces")
+            for face, opacity in zip(reversed(faces), reversed(opacities)):  # smallest first: larger ones on top
+                opacity = float(opacity)
+                if not 0.0 <= opacity <= 1.0:
+                    raise ValueError(f"opacities must be in [0, 1], not {opacity}")
+                if opacity == 0.0 or face.size * min(sx, sy) < MIN_OUTPUT_FACE:
                     continue
                 unit = align.face_transform(face.landmarks, 1)
                 out_side = (sx + sy) / 2 / align.scale_of(unit)  # output px spanned by the crop
@@ -193,13 +203,13 @@ class FaceStage:
                 if self.same_style and size < MIN_GAIN * out_side:
                     continue  # already at full detail in the plain pass
                 summary.boxes.append(tuple(float(v) for v in face.box))
-                jobs.append((unit, size, None))
+                jobs.append((unit, size, None, opacity))
 
         if not jobs:
             return base, summary
         out = base.copy()
         union = np.zeros((bh, bw), np.float32) if self.keep_masks else None
-        for unit, size, image_mask in jobs:
+        for unit, size, image_mask, opacity in jobs:
             t0 = time.perf_counter()
             m_img2crop = align.compose(align.scaling(size), unit)
             styled = self._stylize_crop(rgb, m_img2crop, size)
@@ -219,6 +229,8 @@ class FaceStage:
             if self.colour_correct:
                 sigma = 0.25 * max(x1 - x0, y1 - y0)
                 patch = blend.colour_correct(patch, out[y0:y1, x0:x1], mask, sigma)
+            if opacity != 1.0:  # after the colour correction, which matches the face's own (whole) border
+                mask = mask * np.float32(opacity)
             blend.paste(out, patch, mask, roi)
             if union is not None:
                 np.maximum(union[y0:y1, x0:x1], mask, out=union[y0:y1, x0:x1])

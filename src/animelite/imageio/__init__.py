@@ -7,7 +7,7 @@ decode_image`` and ``animelite.imageio.encode_image`` keep working.
 from __future__ import annotations
 
 from ..options import OUTPUT_FORMATS  # canonical output format names ("jpeg", "png", "webp")
-from .decode import DEFAULT_MAX_PIXELS, SUPPORTED_INPUT_FORMATS, DecodedImage, PixelLimitError, decode_image
+from .decode import DEFAULT_MAX_PIXELS, SUPPORTED_INPUT_FORMATS, DecodedImage, PixelLimitError, decode_image, sniff_image
 from .encode import OutputExistsError, encode_image, format_from_path, save_image, write_file_atomic
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "encode_image",
     "format_from_path",
     "save_image",
+    "sniff_image",
     "write_file_atomic",
 ]

@@ -29,7 +29,8 @@ from ..errors import ImageError
 from ..options import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES  # 50 MP: phone photos pass, bombs do not
 from .bounds import jpeg_too_short
 
-__all__ = ["DEFAULT_MAX_PIXELS", "SUPPORTED_INPUT_FORMATS", "DecodedImage", "PixelLimitError", "decode_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "SUPPORTED_INPUT_FORMATS", "DecodedImage", "PixelLimitError", "decode_image",
+           "sniff_image"]
 
 #: Input formats, as Pillow names them. Phones' "MPO" (multi-picture JPEG) is
 #: read as JPEG; GIF is deliberately not supported.
@@ -222,6 +223,26 @@ def _open_lazy(fp: BinaryIO, filename: str, label: str) -> Image.Image:
         f"{label}: is not an image (the content matches none of the supported formats: "
         f"{', '.join(SUPPORTED_INPUT_FORMATS)}){_suffix_hint(label)}"
     )
+
+
+def sniff_image(path: str | os.PathLike[str]) -> str | None:
+    """The supported photo format *path*'s first bytes announce ("JPEG", "PNG", ...), or None.
+
+    Only the magic bytes are read, nothing is decoded: front ends use it to
+    tell photos from videos by content before choosing a path for a file.
+    """
+    try:
+        with open(path, "rb") as fh:
+            prefix = fh.read(16)
+    except OSError:
+        return None
+    if not prefix:
+        return None
+    Image.init()
+    for fmt in Image.ID:
+        if fmt in _OPENABLE and fmt in Image.OPEN and _accepts(Image.OPEN[fmt][1], prefix):
+            return _display_format(fmt)
+    return None
 
 
 def _accepts(accept: Any, prefix: bytes) -> bool:

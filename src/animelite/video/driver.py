@@ -131,22 +131,32 @@ def clip_working_size(stylizer, width: int, height: int, size: int | str | None 
 class FaceStep:
     """Faces in a clip's frames: found in frame order (:meth:`find`), pasted by the workers (:meth:`paste`).
 
-    Faces are detected on every frame for now; the face tracker (smoothed
-    boxes, fading in and out) slots in behind these two calls.
+    Mode "auto" runs a :class:`~animelite.faces.track.FaceTracker` (detection
+    on a stride of frames, tracking and smoothing in between, faces fading in
+    and out); "portrait" pastes the centred square on every frame.
     """
 
     def __init__(self, stage):
+        from ..faces.track import FaceTracker
+
         self.stage = stage
+        self.tracker = FaceTracker(stage) if stage.mode == "auto" else None
 
     def find(self, rgb: np.ndarray):
-        return self.stage.detect(rgb) if self.stage.mode == "auto" else None
+        """(faces, opacities, seconds) for this frame, or None in mode "portrait"; sequential, in frame order."""
+        return self.tracker.update(rgb) if self.tracker is not None else None
 
     def paste(self, rgb: np.ndarray, y: np.ndarray, found) -> np.ndarray:
-        out, _summary = self.stage.apply(rgb, y, found)
+        if found is None:
+            out, _summary = self.stage.apply(rgb, y)
+        else:
+            faces, opacities, seconds = found
+            out, _summary = self.stage.apply(rgb, y, (faces, seconds), opacities=opacities)
         return out
 
     def reset(self) -> None:
-        pass
+        if self.tracker is not None:
+            self.tracker.reset()
 
 
 class _Timings:
