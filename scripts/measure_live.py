@@ -137,7 +137,8 @@ def measure_live(srv: Server, style: str, sizes, clients, seconds: float) -> lis
             url = srv.url.replace("http", "ws") + f"/v1/live?style={style}&size={size}&faces=off"
             out: list = []
             barrier = threading.Barrier(n)
-            threads = [threading.Thread(target=live_client, args=(url, frames, seconds, out, barrier)) for _ in range(n)]
+            threads = [threading.Thread(target=live_client, args=(url, frames, seconds, out, barrier))
+                       for _ in range(n)]
             for t in threads:
                 t.start()
             for t in threads:
@@ -181,7 +182,8 @@ def measure_jobs(srv: Server, clip: Path, style: str, size: int, models: Path | 
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
         cli_wall = time.perf_counter() - t0
-    row = {"frames": st["frames_done"], "job_fps": round(job_fps, 2), "cli_fps_wall": round(st["frames_done"] / cli_wall, 2),
+    row = {"frames": st["frames_done"], "job_fps": round(job_fps, 2),
+           "cli_fps_wall": round(st["frames_done"] / cli_wall, 2),
            "job_driver_wall_s": st["summary"].get("wall_s")}
     print(f"job {size} px: {row['job_fps']} frames/s on the server; CLI {row['cli_fps_wall']} frames/s "
           f"(wall time of the command, start-up included) on the same {row['frames']} frames", flush=True)

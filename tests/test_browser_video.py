@@ -114,7 +114,8 @@ def test_live_tab_draws_stylized_camera_frames(browser, setup, tmp_path):
         page.goto(server.url + "/#live")
         page.locator("#l-style option").first.wait_for(state="attached")
         page.click("#l-start")
-        page.wait_for_function("() => Number(document.getElementById('l-canvas').dataset.frames || 0) >= 5", timeout=60_000)
+        page.wait_for_function("() => Number(document.getElementById('l-canvas').dataset.frames || 0) >= 5",
+                               timeout=60_000)
         page.wait_for_function("() => document.getElementById('l-fps').textContent.includes('fps')", timeout=20_000)
         data_url = page.evaluate("() => document.getElementById('l-canvas').toDataURL('image/png')")
         drawn = np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))).convert("RGB"))

@@ -271,7 +271,7 @@ def test_store_evicts_by_age_then_by_size_oldest_finished_first(tmp_path):
     now = [1000.0]
     store = JobStore(tmp_path / "jobs", retention=100.0, max_bytes=2_500, clock=lambda: now[0])
     jobs = []
-    for i in range(3):
+    for _i in range(3):
         up = store.upload_path()
         up.write_bytes(b"x" * 10)
         job = store.create({"format": "mp4"}, up)

@@ -29,7 +29,7 @@ DESCRIPTION = (
     "The AnimeGAN model weights are for non-commercial use only."
 )
 EXPOSED_HEADERS = ["Server-Timing", "X-Animelite-Timings", "X-Animelite-Cache", "X-Animelite-Size", "Retry-After",
-                   "Content-Disposition"]
+                   "Content-Disposition", "Location", "Content-Range", "Accept-Ranges"]
 
 
 def create_app(config: ServerConfig | None = None) -> FastAPI:
@@ -63,6 +63,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestMetrics, metrics=metrics)
     if config.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Content-Type", "Accept"], max_age=600, expose_headers=EXPOSED_HEADERS)
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Content-Type", "Accept", "Range"],
+                           max_age=600, expose_headers=EXPOSED_HEADERS)
     return app

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from ...errors import AnimeliteError
 from ..errors import BadParameter, ServiceError, UploadTooLarge, service_error, shown
 from ..jobs import ACTIVE, DONE, Job
-from ..params import VIDEO_PARAM_NAMES, parse_video_params
+from ..params import VIDEO_PARAM_NAMES
 from ..service import StylizeService
 from ..uploads import is_multipart, is_supported_image, megabytes
 
