@@ -29,7 +29,7 @@ DESCRIPTION = (
     "The AnimeGAN model weights are for non-commercial use only."
 )
 EXPOSED_HEADERS = ["Server-Timing", "X-Animelite-Timings", "X-Animelite-Cache", "X-Animelite-Size", "Retry-After",
-                   "Content-Disposition"]
+                   "Content-Disposition", "Location", "Content-Range", "Accept-Ranges"]
 
 
 def create_app(config: ServerConfig | None = None) -> FastAPI:
@@ -53,15 +53,17 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.state.service = service
 
     errors.install(app)
-    for area in (routes.stylize, routes.styles, routes.ops, routes.pages):
+    for area in (routes.stylize, routes.jobs, routes.live, routes.styles, routes.ops, routes.pages):
         area.add_routes(app, service)
 
     # outer layers: the last added is the outermost
     app.add_middleware(BodyLimit, max_body=config.max_upload_bytes + MULTIPART_SLACK,
-                       body_timeout=config.body_timeout, metrics=metrics, drain_signal=service.admission.drain_signal)
+                       body_timeout=config.body_timeout, metrics=metrics, drain_signal=service.admission.drain_signal,
+                       path_limits={"/v1/jobs": (config.max_video_bytes + MULTIPART_SLACK, "video")})
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestMetrics, metrics=metrics)
     if config.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type", "Accept"], max_age=600, expose_headers=EXPOSED_HEADERS)
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Content-Type", "Accept", "Range"],
+                           max_age=600, expose_headers=EXPOSED_HEADERS)
     return app

@@ -72,6 +72,22 @@ def add_serve_parser(sub) -> argparse.ArgumentParser:
                    help=f"inference backend for every request (default {DEFAULT_BACKEND}; ${e}BACKEND)")
     s.add_argument("--no-warmup", dest="warmup", action="store_const", const=False,
                    help="do not load the default style at startup (/readyz then only checks that it is installed)")
+    s.add_argument("--jobs-dir", metavar="DIR",
+                   help=f"where video jobs and their results are kept (default: <cache dir>/jobs; ${e}JOBS_DIR)")
+    s.add_argument("--max-video-upload", dest="max_video_bytes", metavar="SIZE",
+                   help=f"largest video upload (default 200MB; ${e}MAX_VIDEO_BYTES)")
+    s.add_argument("--max-video-seconds", type=float, metavar="SECONDS",
+                   help=f"longest video accepted (default 300; ${e}MAX_VIDEO_SECONDS)")
+    s.add_argument("--max-jobs", type=int, metavar="N",
+                   help=f"video jobs running at once (default 1; ${e}MAX_JOBS)")
+    s.add_argument("--max-queued-jobs", type=int, metavar="N",
+                   help=f"video jobs that may wait before 503 (default 4; ${e}MAX_QUEUED_JOBS)")
+    s.add_argument("--job-retention", type=float, metavar="SECONDS",
+                   help=f"how long finished video jobs are kept (default 86400; ${e}JOB_RETENTION)")
+    s.add_argument("--jobs-size", dest="jobs_bytes", metavar="SIZE",
+                   help=f"bound of the job store; the oldest finished jobs go first (default 2GB; ${e}JOBS_BYTES)")
+    s.add_argument("--max-live-sessions", type=int, metavar="N",
+                   help=f"live camera connections at once (default 4; ${e}MAX_LIVE_SESSIONS)")
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.set_defaults(func=cmd_serve)
     return s
@@ -85,7 +101,8 @@ def config_from_args(args) -> ServerConfig:
     keys = ("host", "port", "workers", "threads", "queue_size", "timeout", "shutdown_grace", "header_timeout",
             "body_timeout", "max_connections", "max_client_connections", "cache_bytes", "cache_dir",
             "disk_cache_bytes", "default_style", "default_size", "max_size", "max_upload_bytes", "max_pixels",
-            "cors_origins", "warmup", "backend")
+            "cors_origins", "warmup", "backend", "jobs_dir", "max_video_bytes", "max_video_seconds", "max_jobs",
+            "max_queued_jobs", "job_retention", "jobs_bytes", "max_live_sessions")
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides["models_dir"] = getattr(args, "models", None)
     return ServerConfig.from_env(**overrides)

@@ -23,6 +23,7 @@ from ..options import AUTO_SIZE_MAX, BACKENDS, DEFAULT_MAX_PIXELS, MIN_SIZE, MOD
 from ..styles import DEFAULT_STYLE
 
 ENV_PREFIX = "ANIMELITE_"
+HOOKS = ("stylizer_factory", "video_runner", "frame_stream_factory")  # code hooks, never from the environment
 
 
 class ConfigError(AnimeliteError):
@@ -69,14 +70,40 @@ class ServerConfig:
     warmup: bool = True  # load the default style and render previews at startup
     backend: str = ""  # inference backend for every request ("": the pipeline's default); see options.BACKENDS
     preview_size: int = 256
+    # video jobs (POST /v1/jobs) and the live camera (WebSocket /v1/live)
+    jobs_dir: Path | None = None  # None: <cache dir>/jobs (--cache-dir), else the per-user cache's animelite/jobs
+    max_video_bytes: int = 200 * 1024 * 1024  # largest video upload
+    max_video_seconds: float = 300.0  # longest video accepted (by its container's duration)
+    max_jobs: int = 1  # video jobs running at once (each pauses between frames while photos wait)
+    max_queued_jobs: int = 4  # video jobs allowed to wait; beyond that: 503 + Retry-After
+    job_retention: float = 24 * 3600.0  # finished jobs (and their results) are kept this long
+    jobs_bytes: int = 2 * 1024 * 1024 * 1024  # the job store's bound; the oldest finished jobs go first
+    max_live_sessions: int = 4  # live camera connections at once; beyond that a new one is closed (1013)
+    live_max_frame_bytes: int = 1024 * 1024  # largest frame message on /v1/live
+    live_max_rate: int = 60  # frame messages per second a live client may send; beyond it they are dropped
+    live_idle_timeout: float = 60.0  # a live connection with no message for this long is closed
     # Test and embedding hook, never set from the environment: called as
     # factory(style, **kwargs) instead of animelite.pipeline.Stylizer(style, **kwargs).
     stylizer_factory: Callable[..., Any] | None = field(default=None, repr=False)
+    # Same kind of hooks for the video work: video_runner(src, dst, stylizer=..., progress=, cancel=, ...) instead
+    # of animelite.video.stylize_video, frame_stream_factory(stylizer, temporal=, size=) instead of FrameStream.
+    video_runner: Callable[..., Any] | None = field(default=None, repr=False)
+    frame_stream_factory: Callable[..., Any] | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ derived
     @property
     def effective_workers(self) -> int:
         return self.workers or default_workers()
+
+    @property
+    def effective_jobs_dir(self) -> Path:
+        if self.jobs_dir is not None:
+            return Path(self.jobs_dir)
+        if self.cache_dir is not None:
+            return Path(self.cache_dir) / "jobs"
+        from ..store.directory import default_models_dir
+
+        return default_models_dir().parent / "jobs"
 
     @property
     def effective_threads(self) -> int:
@@ -116,6 +143,19 @@ class ServerConfig:
              f"preview size must be {MIN_SIZE}..1024, got {self.preview_size!r}")
         need(self.max_upload_bytes >= 1024, "the upload limit must be at least 1 KB")
         need(self.max_pixels >= 4096, "the pixel limit must be at least 4096")
+        need(self.max_video_bytes >= 1024, "the video upload limit must be at least 1 KB")
+        need(math.isfinite(self.max_video_seconds) and self.max_video_seconds > 0,
+             f"max video seconds must be above 0, got {self.max_video_seconds!r}")
+        need(1 <= self.max_jobs <= 64, f"max jobs must be 1..64, got {self.max_jobs!r}")
+        need(0 <= self.max_queued_jobs <= 10_000, f"max queued jobs must be 0..10000, got {self.max_queued_jobs!r}")
+        need(math.isfinite(self.job_retention) and self.job_retention > 0,
+             f"job retention must be above 0 seconds, got {self.job_retention!r}")
+        need(self.jobs_bytes >= 1024 * 1024, "the job store's size limit must be at least 1 MB")
+        need(0 <= self.max_live_sessions <= 1000, f"max live sessions must be 0..1000, got {self.max_live_sessions!r}")
+        need(self.live_max_frame_bytes >= 1024, "the live frame limit must be at least 1 KB")
+        need(1 <= self.live_max_rate <= 1000, f"live max rate must be 1..1000 frames/s, got {self.live_max_rate!r}")
+        need(math.isfinite(self.live_idle_timeout) and 0 < self.live_idle_timeout <= 3600,
+             f"live idle timeout must be above 0 and at most 3600 seconds, got {self.live_idle_timeout!r}")
         need(not self.backend or self.backend in BACKENDS,
              f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         for origin in self.cors_origins:
@@ -130,7 +170,7 @@ class ServerConfig:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            if f.name == "stylizer_factory":
+            if f.name in HOOKS:
                 continue
             name = ENV_PREFIX + f.name.upper()
             # ANIMELITE_MODELS is the models directory everywhere else in animelite
@@ -144,16 +184,19 @@ class ServerConfig:
                 values[key] = parse_bytes(values[key])
         if isinstance(values.get("cors_origins"), (list, str)):
             values["cors_origins"] = _origins(values["cors_origins"])
-        for key in ("cache_dir", "models_dir"):
+        for key in ("cache_dir", "models_dir", "jobs_dir"):
             if values.get(key) is not None:
                 values[key] = Path(values[key]).expanduser()
         return cls(**values).validate()
 
 
 _INTS = {"port", "workers", "threads", "queue_size", "default_size", "max_size", "max_pixels", "preview_size",
-         "max_connections", "max_client_connections"}
-_BYTES = {"cache_bytes", "disk_cache_bytes", "max_upload_bytes"}
-_FLOATS = {"timeout", "shutdown_grace", "header_timeout", "body_timeout"}
+         "max_connections", "max_client_connections", "max_jobs", "max_queued_jobs", "max_live_sessions",
+         "live_max_rate"}
+_BYTES = {"cache_bytes", "disk_cache_bytes", "max_upload_bytes", "max_video_bytes", "jobs_bytes",
+          "live_max_frame_bytes"}
+_FLOATS = {"timeout", "shutdown_grace", "header_timeout", "body_timeout", "max_video_seconds", "job_retention",
+           "live_idle_timeout"}
 
 
 def parse_bytes(text: str) -> int:

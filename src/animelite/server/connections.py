@@ -157,6 +157,27 @@ class GuardedH11Protocol(H11Protocol):
             self._peer = None
         super().connection_lost(exc)
 
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        """Hand the connection to uvicorn's WebSocket protocol, which also takes over its place in the counts.
+
+        After the switch this protocol object sees no more events (not even ``connection_lost``), so the
+        header timer stops here and the WebSocket protocol's ``connection_lost`` releases the count.
+        """
+        self._cancel_timer()
+        super().handle_websocket_upgrade(event)
+        successor = self.transport.get_protocol()
+        peer, self._peer = self._peer, None
+        if successor is self or peer is None:
+            self._peer = peer
+            return
+        limits, lost = self.limits, successor.connection_lost
+
+        def connection_lost(exc: Exception | None) -> None:
+            limits.close(peer)
+            lost(exc)
+
+        successor.connection_lost = connection_lost
+
     # ------------------------------------------------------------------ the guards
     def _pass(self, data: bytes) -> None:
         """Hand *data* to uvicorn, keeping the header deadline and the drain deadline up to date."""

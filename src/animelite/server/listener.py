@@ -77,6 +77,13 @@ class Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def websocket_protocol() -> str:
+    """uvicorn's WebSocket implementation for ``/v1/live``: websockets' sans-I/O one, or none without the library."""
+    import importlib.util
+
+    return "websockets-sansio" if importlib.util.find_spec("websockets") is not None else "none"
+
+
 def make_server(app: FastAPI, config: ServerConfig, log_level: str = "info") -> Server:
     """The server for *app* (from :func:`animelite.server.create_app`); run it with ``run(sockets=[bind(...)])``.
 
@@ -87,6 +94,8 @@ def make_server(app: FastAPI, config: ServerConfig, log_level: str = "info") -> 
                               config.max_client_connections, app.state.metrics)
     uv_config = uvicorn.Config(
         app, log_level=log_level, lifespan="on", server_header=False, backlog=BACKLOG,
-        http=protocol_class(limits), ws="none", timeout_graceful_shutdown=config.shutdown_grace,
+        http=protocol_class(limits), ws=websocket_protocol(), timeout_graceful_shutdown=config.shutdown_grace,
+        # a frame over live_max_frame_bytes gets an error message from the route; one far over it closes (1009)
+        ws_max_size=2 * config.live_max_frame_bytes + 64 * 1024,
     )
     return Server(uv_config, on_stop=app.state.service.begin_shutdown)

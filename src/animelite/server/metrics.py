@@ -16,6 +16,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the format generate
 
 # Seconds: from a cache hit (well under 10 ms) to a big image on a slow CPU.
 DEFAULT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Seconds a whole video job takes: a short clip in seconds, a long one in many minutes.
+JOB_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0)
 
 
 class _Registry(CollectorRegistry):
@@ -59,6 +61,17 @@ class ServerMetrics:
             "animelite_connections_dropped",
             "Connections answered and closed by the slow-client guards: header_timeout and body_timeout (408), "
             "client_limit and server_limit (503).", ("reason",), registry=r)
+        self.video_jobs = Gauge("animelite_video_jobs", "Video jobs in the job store, by status.", ("status",),
+                                registry=r)
+        self.video_frames = Counter("animelite_video_frames", "Video frames stylized, by source (job or live).",
+                                    ("source",), registry=r)
+        self.video_job_seconds = Histogram("animelite_video_job_duration_seconds",
+                                           "Time a video job ran, from its start to its result.",
+                                           buckets=JOB_BUCKETS, registry=r)
+        self.live_sessions = Gauge("animelite_live_sessions", "Live camera connections open now.", registry=r)
+        self.live_dropped = Counter("animelite_live_dropped_frames",
+                                    "Live frames dropped: stale (a newer one came), over the rate, or bad.",
+                                    ("reason",), registry=r)
         self.ready = Gauge("animelite_ready", "1 once the default style is loaded and warm.", registry=r)
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, ...
 

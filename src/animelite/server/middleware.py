@@ -22,8 +22,10 @@ from .errors import BodyTimeout, ShuttingDown, UploadTooLarge, error_response
 from .metrics import ServerMetrics
 from .uploads import MULTIPART_SLACK, megabytes
 
-PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+# media-src blob: plays the picked clip before it is uploaded; connect-src 'self' covers ws(s):// to this host
+PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; "
+            "script-src 'self'; connect-src 'self'; "
+            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 _SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
                      (b"x-frame-options", b"DENY")]
 
@@ -94,9 +96,12 @@ class BodyLimit:
     and one that stalls: no piece for ``body_timeout`` seconds while the application waits for one (408)."""
 
     def __init__(self, app: ASGIApp, max_body: int, body_timeout: float, metrics: ServerMetrics,
-                 drain_signal: Callable[[], AbstractContextManager[asyncio.Future]] | None = None):
+                 drain_signal: Callable[[], AbstractContextManager[asyncio.Future]] | None = None,
+                 path_limits: dict[str, tuple[int, str]] | None = None):
         self.app = app
         self.max_body = max_body
+        # exact paths with their own limit and the word for what they take (video uploads: POST /v1/jobs)
+        self.path_limits = path_limits or {}
         self.body_timeout = body_timeout
         self.metrics = metrics
         self.drain_signal = drain_signal  # when the server stops, an unfinished upload is answered 503 at once
@@ -105,9 +110,11 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_body, what = self.path_limits.get(scope.get("path", ""), (self.max_body, "picture"))
         length = header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            response = error_response(413, "too_large", self._too_large_message(), {"Connection": "close"})
+        if length is not None and length.isdigit() and int(length) > max_body:
+            response = error_response(413, "too_large", self._too_large_message(max_body, what),
+                                      {"Connection": "close"})
             await response(scope, receive, send)
             return
         received = 0
@@ -121,8 +128,8 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 complete = not message.get("more_body", False)
-                if received > self.max_body:
-                    raise UploadTooLarge(self._too_large_message())
+                if received > max_body:
+                    raise UploadTooLarge(self._too_large_message(max_body, what))
             return message
 
         await self.app(scope, limited_receive, send)
@@ -145,6 +152,7 @@ class BodyLimit:
         raise BodyTimeout(f"the upload stalled: nothing arrived for {self.body_timeout:g} s "
                           f"({received} bytes received); the connection is closed", headers={"Connection": "close"})
 
-    def _too_large_message(self) -> str:
-        return (f"the upload is larger than this server accepts ({megabytes(self.max_body - MULTIPART_SLACK)}); "
-                "send a smaller picture")
+    @staticmethod
+    def _too_large_message(max_body: int, what: str) -> str:
+        return (f"the upload is larger than this server accepts ({megabytes(max_body - MULTIPART_SLACK)}); "
+                f"send a smaller {what}")

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from ..errors import AnimeliteError, StyleError
 from ..faces import resolve_mode
-from ..options import (DEFAULT_MODE, DEFAULT_PRECISION, FORMAT_ALIASES, FORMAT_MIME, MAX_QUALITY, MIN_QUALITY,
-                       SIZE_AUTO, whole_number)
+from ..options import (DEFAULT_MODE, DEFAULT_PRECISION, DEFAULT_TEMPORAL, DEFAULT_VIDEO_FORMAT, FORMAT_ALIASES,
+                       FORMAT_MIME, MAX_QUALITY, MIN_QUALITY, SIZE_AUTO, TEMPORAL_MODES, VIDEO_FORMATS, whole_number)
 from ..store import ModelStore
 from ..styles import Style
 from .config import ServerConfig
@@ -137,3 +137,60 @@ def parse_params(raw: dict[str, str], config: ServerConfig, store: ModelStore) -
     if faces == "off":
         face_style = None  # no faces, so no face style: one cache entry, not two
     return Params(style.name, size, fmt, quality, precision, faces, face_style, mode)
+
+
+# ----------------------------------------------------------------------------- video jobs and the live camera
+VIDEO_PARAM_NAMES = ("style", "size", "precision", "mode", "faces", "face_style", "temporal", "format")
+LIVE_PARAM_NAMES = ("style", "size", "precision", "faces", "face_style", "temporal")
+VIDEO_DEFAULT_SIZE = 512  # a video's working long side when the request names none
+LIVE_DEFAULT_SIZE, LIVE_MAX_SIZE = 256, 512  # the live camera: latency first
+
+
+def _video_size(raw: dict[str, str], default: int, cap: int, what: str) -> int:
+    text = (raw.get("size") or "").strip()
+    if not text:
+        return default
+    if text.lower() == SIZE_AUTO:
+        raise BadParameter(f"size auto is chosen per photo; a {what} needs a number of pixels (default {default})")
+    size = _whole("size", text)
+    if size > cap:
+        raise BadParameter(f"size must be at most {cap} for a {what} on this server, not {size}")
+    return size
+
+
+def _image_params(raw: dict[str, str], size: int, config: ServerConfig, store: ModelStore) -> Params:
+    image_raw = {k: v for k, v in raw.items() if k in ("style", "precision", "mode", "faces", "face_style")}
+    return parse_params({**image_raw, "size": str(size)}, config, store)
+
+
+def parse_video_params(raw: dict[str, str], config: ServerConfig, store: ModelStore) -> dict:
+    """A video job's parameters (the photo ones, plus temporal and format mp4/webm), as the job record keeps them."""
+    unknown = sorted(set(raw) - set(VIDEO_PARAM_NAMES))
+    if unknown:
+        raise BadParameter(f"unknown parameter {shown(unknown[0])}; the parameters of a video job are: "
+                           f"{', '.join(VIDEO_PARAM_NAMES)}")
+    size = _video_size(raw, min(VIDEO_DEFAULT_SIZE, config.max_size), config.max_size, "video")
+    p = _image_params(raw, size, config, store)
+    temporal = _word(raw.get("temporal"), DEFAULT_TEMPORAL)
+    if temporal not in TEMPORAL_MODES:
+        raise BadParameter(f"temporal must be one of {', '.join(TEMPORAL_MODES)}, not {shown(raw.get('temporal'))}")
+    fmt = _word(raw.get("format"), DEFAULT_VIDEO_FORMAT)
+    if fmt not in VIDEO_FORMATS:
+        raise BadParameter(f"format must be one of {', '.join(VIDEO_FORMATS)} for a video, not "
+                           f"{shown(raw.get('format'))}")
+    return {"style": p.style, "size": p.size, "precision": p.precision, "mode": p.mode, "faces": p.faces,
+            "face_style": p.face_style, "temporal": temporal, "format": fmt}
+
+
+def parse_live_params(raw: dict[str, str], config: ServerConfig, store: ModelStore) -> tuple[Params, str]:
+    """The live camera's parameters (size 256 by default, at most 512) and its temporal mode."""
+    unknown = sorted(set(raw) - set(LIVE_PARAM_NAMES))
+    if unknown:
+        raise BadParameter(f"unknown parameter {shown(unknown[0])}; the live parameters are: "
+                           f"{', '.join(LIVE_PARAM_NAMES)}")
+    size = _video_size(raw, LIVE_DEFAULT_SIZE, min(LIVE_MAX_SIZE, config.max_size), "live camera")
+    p = _image_params(raw, size, config, store)
+    temporal = _word(raw.get("temporal"), DEFAULT_TEMPORAL)
+    if temporal not in TEMPORAL_MODES:
+        raise BadParameter(f"temporal must be one of {', '.join(TEMPORAL_MODES)}, not {shown(raw.get('temporal'))}")
+    return p, temporal

@@ -21,6 +21,7 @@ from importlib import resources
 from typing import Any
 
 from ..errors import AnimeliteError, ModelError, StyleError
+from ..engine import default_threads
 from ..faces.stage import DETECTOR_STYLE, resolve_mode
 from ..options import DEFAULT_BACKEND, FACE_MODES, FORMAT_EXTENSIONS, MAX_SESSIONS
 from ..pipeline import Stylizer
@@ -30,7 +31,10 @@ from .cache import CachedResult, ResultCache, cache_key
 from .config import ConfigError, ServerConfig
 from .errors import UPLOAD_LABEL, TimedOut, shown
 from .metrics import ServerMetrics
-from .params import Params, is_present, is_style, lookup_style, parse_params
+from .jobs import JobStore
+from .params import (HTTP_DEFAULT_QUALITY, Params, is_present, is_style, lookup_style, parse_live_params, parse_params,
+                     parse_video_params)
+from .videojobs import JobManager
 
 log = logging.getLogger("animelite.server")
 
@@ -68,6 +72,12 @@ class StylizeService:
         self.sample = resources.files("animelite.server").joinpath("static/sample.png").read_bytes()
         self.ready = False
         self.ready_reason = "starting: loading the default style"
+        self.live_sessions = 0  # live camera connections open (routes.live counts them)
+        self.live_in_flight = 0  # live frames being stylized now
+        self.jobs = JobManager(
+            JobStore(config.effective_jobs_dir, retention=config.job_retention, max_bytes=config.jobs_bytes),
+            metrics, max_jobs=config.max_jobs, max_queued=config.max_queued_jobs, stylizer=self.video_stylizer,
+            busy=self.photos_waiting, max_seconds=config.max_video_seconds, runner=config.video_runner)
 
     def _check_default_style(self) -> None:
         """An unknown default style is a setting error (ConfigError), not a server that is never ready."""
@@ -82,7 +92,18 @@ class StylizeService:
 
     # ---------------------------------------------------------------- lifecycle
     def start_warmup(self) -> None:
-        """Load the default style and render its preview on a worker (startup does not wait)."""
+        """Load the default style and render its preview on a worker (startup does not wait).
+
+        Also loads the job store: finished jobs stay, jobs a previous run left unfinished are marked failed.
+        """
+        try:
+            interrupted = self.jobs.store.recover()
+        except OSError as exc:
+            log.error("cannot read the job store %s: %s", self.jobs.store.root, exc)
+        else:
+            if interrupted:
+                log.warning("%d video job(s) were interrupted by the last stop and are marked failed", interrupted)
+            self.jobs.gauges()
         if not self.config.warmup:
             self._check_ready_without_loading()
             return
@@ -126,9 +147,23 @@ class StylizeService:
         self.ready, self.ready_reason = False, "shutting down"
         self.metrics.ready.set(0)
         self.admission.drain(self.config.shutdown_grace)
+        self.jobs.drain()
 
     def shutdown(self) -> None:
         self.admission.close()
+        self.jobs.drain()
+        self.jobs.close()
+
+    def photos_waiting(self) -> bool:
+        """Whether photos (or live frames) are being stylized or wait for a worker: video jobs then yield."""
+        a = self.admission
+        return a.running > 0 or a.queue_depth > 0 or self.live_in_flight > 0
+
+    def video_stylizer(self, params: dict) -> Any:
+        """The Stylizer of a video job: one frame at a time on all the cores (see .videojobs)."""
+        p = Params(params["style"], params["size"], "jpeg", HTTP_DEFAULT_QUALITY, params["precision"],
+                   params["faces"], params.get("face_style"), params["mode"])
+        return self.stylizer(p, threads=default_threads(), sessions=1)
 
     # ---------------------------------------------------------------- what this server offers
     @property
@@ -138,6 +173,12 @@ class StylizeService:
 
     def parse_params(self, raw: dict[str, str]) -> Params:
         return parse_params(raw, self.config, self.store)
+
+    def parse_video_params(self, raw: dict[str, str]) -> dict:
+        return parse_video_params(raw, self.config, self.store)
+
+    def parse_live_params(self, raw: dict[str, str]) -> tuple[Params, str]:
+        return parse_live_params(raw, self.config, self.store)
 
     def lookup_style(self, name: str, what: str = "style"):
         return lookup_style(self.store, name, what)
@@ -162,19 +203,26 @@ class StylizeService:
         return cache_key(data, ident)
 
     # ---------------------------------------------------------------- the work
-    def stylizer(self, params: Params) -> Any:
-        """A warm Stylizer for these parameters (it validates them: OptionError for what cannot run)."""
-        key = (params.style, params.size, params.precision, params.mode, params.faces, params.face_style)
+    def stylizer(self, params: Params, *, threads: int | None = None, sessions: int | None = None) -> Any:
+        """A warm Stylizer for these parameters (it validates them: OptionError for what cannot run).
+
+        ``threads``/``sessions``: other than the photo workers' (a video job runs one frame at a time on
+        all the cores: one session with every thread).
+        """
+        threads = threads or self.threads
+        sessions = sessions or min(self.workers, MAX_SESSIONS)
+        key = (params.style, params.size, params.precision, params.mode, params.faces, params.face_style,
+               threads, sessions)
         with self._stylizer_lock:
             st = self._stylizers.get(key)
             if st is not None:
                 self._stylizers.move_to_end(key)
                 return st
             st = self._factory(
-                params.style, size=params.size, store=self.store, threads=self.threads, backend=self.backend,
+                params.style, size=params.size, store=self.store, threads=threads, backend=self.backend,
                 precision=params.precision, mode=params.mode, faces=params.faces, face_style=params.face_style,
                 # one session per worker: images in flight do not share threads
-                sessions=min(self.workers, MAX_SESSIONS),
+                sessions=sessions,
                 auto_pull=False, max_pixels=self.config.max_pixels, notice=lambda text: log.warning("%s", text),
             )
             self._stylizers[key] = st

@@ -11,7 +11,7 @@ from ...errors import AnimeliteError
 from ...options import DEFAULT_BACKEND, MIN_SIZE, MODES, OUTPUT_FORMATS, PRECISION_CHOICES
 from ...quantize import auto_precision
 from ..errors import BadParameter, ServiceError, service_error
-from ..params import is_style
+from ..params import LIVE_DEFAULT_SIZE, LIVE_MAX_SIZE, is_style
 from ..service import StylizeService
 
 FORMAT_NAMES = ["jpg" if f == "jpeg" else f for f in OUTPUT_FORMATS]
@@ -46,7 +46,11 @@ def add_routes(app: FastAPI, service: StylizeService) -> None:
             "faces": {"supported": fs.supported, "available": fs.available, "modes": list(fs.modes),
                       "default": fs.default},
             "limits": {"max_upload_bytes": config.max_upload_bytes, "max_pixels": config.max_pixels,
-                       "timeout_seconds": config.timeout},
+                       "timeout_seconds": config.timeout,
+                       "video": {"max_video_bytes": config.max_video_bytes,
+                                 "max_video_seconds": config.max_video_seconds},
+                       "live": {"default_size": LIVE_DEFAULT_SIZE, "max_size": min(LIVE_MAX_SIZE, config.max_size),
+                                "max_frame_bytes": config.live_max_frame_bytes}},
         }
 
     @router.get("/v1/styles/{name}/preview", summary="The style applied to the bundled sample picture",

@@ -171,10 +171,12 @@
   document.addEventListener("drop", (e) => {
     e.preventDefault();
     els.drop.classList.remove("dragging");
+    if (document.body.dataset.tab && document.body.dataset.tab !== "photo") return;  // media.js has the other tabs
     const file = e.dataTransfer && e.dataTransfer.files && e.dataTransfer.files[0];
     if (file) usePhoto(file);
   });
   document.addEventListener("paste", (e) => {
+    if (document.body.dataset.tab && document.body.dataset.tab !== "photo") return;
     const items = (e.clipboardData && e.clipboardData.files) || [];
     for (const f of items) {
       if (f.type.startsWith("image/")) { e.preventDefault(); usePhoto(f); return; }
