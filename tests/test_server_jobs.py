@@ -66,8 +66,8 @@ class FakeRunner:
         self.calls: list[dict] = []
         self.running = threading.Event()
 
-    def __call__(self, src, dst, *, stylizer, progress=None, cancel=None, **kw):
-        self.calls.append({"src": Path(src), "dst": Path(dst), "stylizer": stylizer, **kw})
+    def __call__(self, src, dst, *, stylizer, progress=None, cancel=None, gate=None, **kw):
+        self.calls.append({"src": Path(src), "dst": Path(dst), "stylizer": stylizer, "gate": gate, **kw})
         self.running.set()
         tmp = Path(dst).with_name("." + Path(dst).name + ".part.tmp")
         tmp.write_bytes(b"partial")
@@ -79,6 +79,8 @@ class FakeRunner:
             if cancel is not None and cancel.is_set():
                 tmp.unlink()
                 raise AnimeliteError(f"{src}: cancelled after {i} frames")
+            if gate is not None:  # as the driver's workers do before each frame's model run
+                gate()
             time.sleep(self.delay)
             if progress is not None:
                 progress(type("P", (), {"frames_done": i + 1, "frames_total": self.frames, "elapsed_s": 0.1,
@@ -156,7 +158,9 @@ def test_job_passes_parameters_and_reports_progress(models, clip, tmp_path):
         res = c.get(done["result_url"])
         assert res.headers["content-type"] == "video/webm"
     call = runner.calls[0]
-    assert call["temporal"] == "strong" and call["workers"] == 1 and call["overwrite"] is True
+    # one frame in flight per session, each session one thread; a gate before each frame lets photos go first
+    assert call["temporal"] == "strong" and call["workers"] == call["stylizer"].sessions and call["overwrite"]
+    assert callable(call["gate"])
     assert call["dst"].name == "result.webm" and call["stylizer"].size == 128
 
 
@@ -313,20 +317,20 @@ def test_photo_yield_waits_while_photos_are_busy_and_is_bounded():
     cancel = threading.Event()
     gate = PhotoYield(lambda: busy[0], limit=0.3)
     t0 = time.perf_counter()
-    gate.between_frames(cancel)
+    gate.before_frame(cancel)
     assert 0.28 < time.perf_counter() - t0 < 1.0  # bounded: a stream of photos never stops a job for good
     threading.Timer(0.1, lambda: busy.__setitem__(0, False)).start()
     t0 = time.perf_counter()
-    PhotoYield(lambda: busy[0], limit=5).between_frames(cancel)
+    PhotoYield(lambda: busy[0], limit=5).before_frame(cancel)
     assert 0.08 < time.perf_counter() - t0 < 1.0
     busy[0] = True
     cancel.set()
     t0 = time.perf_counter()
-    gate.between_frames(cancel)
+    gate.before_frame(cancel)
     assert time.perf_counter() - t0 < 0.05  # a cancelled job does not wait
 
 
-def test_job_yields_to_a_photo_between_frames(models, clip, tmp_path):
+def test_job_yields_to_a_photo_before_each_frame(models, clip, tmp_path):
     """While a photo is being stylized the job does not start its next frame."""
     from server_helpers import Gate
 

@@ -52,6 +52,30 @@ def test_mp4_round_trip_keeps_audio_packets_timestamps_and_duration(tmp_path, ti
     assert vf.leftovers(tmp_path) == []
 
 
+def test_gate_is_passed_by_every_frame_before_its_model_run(tmp_path, tiny):
+    """``gate`` (a server's photos-first hook) runs once per frame on the workers, before inference, and
+    holding it holds the frames: none is stylized while it blocks."""
+    src = vf.write_clip(tmp_path / "clip.mp4", 12, audio=None)
+    opened, calls, done = threading.Event(), [], []
+    lock = threading.Lock()
+
+    def gate():
+        opened.wait(10)
+        with lock:
+            calls.append(threading.current_thread().name)
+
+    def progress(p):
+        done.append(p.frames_done)
+
+    worker = threading.Thread(target=lambda: _run(src, tmp_path / "out.mp4", tiny, gate=gate, progress=progress))
+    worker.start()
+    threading.Event().wait(0.5)
+    assert done == [] and calls == []  # held at the gate: no frame got through
+    opened.set()
+    worker.join(60)
+    assert len(calls) == 12 and all("worker" in name for name in calls) and done[-1] == 12
+
+
 def test_stylized_frames_are_the_models_output(tmp_path, tiny):
     """Each encoded frame is the per-frame stylization of its input frame (within codec loss)."""
     src = vf.write_clip(tmp_path / "clip.mp4", 6, audio=None)

@@ -160,10 +160,11 @@ class StylizeService:
         return a.running > 0 or a.queue_depth > 0 or self.live_in_flight > 0
 
     def video_stylizer(self, params: dict) -> Any:
-        """The Stylizer of a video job: one frame at a time on all the cores (see .videojobs)."""
+        """The Stylizer of a video job: one session per core, one thread each, so frames are in flight on
+        every core; each waits for photos before its model run (see .videojobs)."""
         p = Params(params["style"], params["size"], "jpeg", HTTP_DEFAULT_QUALITY, params["precision"],
                    params["faces"], params.get("face_style"), params["mode"])
-        return self.stylizer(p, threads=default_threads(), sessions=1)
+        return self.stylizer(p, threads=1, sessions=min(default_threads(), MAX_SESSIONS))
 
     # ---------------------------------------------------------------- what this server offers
     @property

@@ -4,13 +4,14 @@ At most ``max_jobs`` jobs run at once (each on a thread of its own, outside
 the photo workers) and at most ``max_queued_jobs`` wait; beyond that a new
 job is refused with :class:`~.errors.Busy` (503 + Retry-After).
 
-Fairness with photos: a job stylizes one frame at a time (``workers=1``) and,
-between two frames (the driver's progress callback), waits while any photo is
-running or waiting for a worker (:class:`PhotoYield`). So a photo that
-arrives during a job shares the CPU with at most the one frame in flight,
-then runs alone; a job gets the whole machine when no photo is there, and
-under a stream of photos it still moves on (it waits at most
-``MAX_YIELD_SECONDS`` per frame).
+Fairness with photos: a job runs one frame in flight per core (one session
+each, one thread) and each of its workers, before a frame's model run (the
+driver's ``gate``), waits while any photo is running or waiting for a worker
+(:class:`PhotoYield`). So a photo that arrives during a job waits at most for
+the frames already on the cores to finish, then runs with the cores to
+itself; a job gets the whole machine when no photo is there, and under a
+stream of photos it still moves on (each frame waits at most
+``MAX_YIELD_SECONDS``).
 
 The driver is injected (``runner``: :func:`animelite.video.stylize_video` by
 default; the ``video_runner`` hook of :class:`~.config.ServerConfig`), so the
@@ -46,16 +47,19 @@ class PhotoYield:
     def __init__(self, busy: Callable[[], bool], limit: float = MAX_YIELD_SECONDS):
         self.busy = busy
         self.limit = limit
-        self.waited = 0.0  # seconds spent yielding, in all
+        self.waited = 0.0  # seconds spent yielding, in all (summed over the job's workers)
+        self._lock = threading.Lock()
 
-    def between_frames(self, cancel: threading.Event) -> None:
+    def before_frame(self, cancel: threading.Event) -> None:
+        """Called by each of the job's workers before a frame's model run (the driver's ``gate``)."""
         if not self.busy():
             return
         t0 = time.perf_counter()
         end = t0 + self.limit
         while self.busy() and not cancel.is_set() and time.perf_counter() < end:
             cancel.wait(0.005)
-        self.waited += time.perf_counter() - t0
+        with self._lock:
+            self.waited += time.perf_counter() - t0
 
 
 def summary_dict(summary: Any) -> dict:
@@ -207,7 +211,6 @@ class JobManager:
             if now - last_save[0] >= SAVE_EVERY:
                 last_save[0] = now
                 self.store.save(job)
-            fair.between_frames(cancel)
 
         params = job.params
         try:
@@ -215,8 +218,9 @@ class JobManager:
             summary = self.runner(
                 self.store.input_path(job), self.store.result_path(job), stylizer=stylizer,
                 temporal=params.get("temporal", "default"), max_duration=self.max_seconds, overwrite=True,
-                workers=1, progress=progress, cancel=cancel, notice=lambda text: log.info("job %s: %s",
-                                                                                          job.id[:6], text))
+                workers=getattr(stylizer, "sessions", 1), progress=progress, cancel=cancel,
+                notice=lambda text: log.info("job %s: %s", job.id[:6], text),
+                gate=lambda: fair.before_frame(cancel))
         except AnimeliteError as exc:
             if cancel.is_set() or type(exc).__name__ == "VideoCancelled":
                 self._end(job, FAILED if self._stopping else CANCELLED, INTERRUPTED if self._stopping else None)

@@ -230,7 +230,8 @@ def stylize_video(src, dst, *, stylizer, temporal: str = DEFAULT_TEMPORAL, crf: 
                   frames_dir=None, overwrite: bool = False, workers: int | None = None,
                   progress: Callable[[VideoProgress], None] | None = None,
                   cancel: threading.Event | None = None,
-                  notice: Callable[[str], None] | None = None) -> VideoSummary:
+                  notice: Callable[[str], None] | None = None,
+                  gate: Callable[[], None] | None = None) -> VideoSummary:
     """Stylize the clip *src* into *dst* (.mp4: H.264; .webm: VP9) with *stylizer*; returns a :class:`VideoSummary`.
 
     Audio streams are copied packet for packet (re-encoded only when the
@@ -239,6 +240,9 @@ def stylize_video(src, dst, *, stylizer, temporal: str = DEFAULT_TEMPORAL, crf: 
     (default: the stylizer's sessions; build it with ``sessions=N, threads=1``).
     Raises :class:`VideoError` for an unusable input, :class:`VideoCancelled`
     when ``cancel`` is set or on Ctrl-C; nothing is left at *dst* then.
+    ``gate``, when given, is called by a worker before each frame's model run
+    and may block: a server uses it to let photo requests go first, so the
+    frames in flight never hold the cores while photos wait.
     """
     started = time.perf_counter()
     label = os.fspath(src)
@@ -286,7 +290,7 @@ def stylize_video(src, dst, *, stylizer, temporal: str = DEFAULT_TEMPORAL, crf: 
                     for text in writer.notices:
                         say(text)
                     _run_pipeline(reader, writer, engine, faces, frames, timings, workers, keep_size, out_size,
-                                  done, last, total, started, progress, cancel)
+                                  done, last, total, started, progress, cancel, gate)
                     if cancel is not None and cancel.is_set():
                         raise VideoCancelled(_cancel_text(label, done[0], total), done[0], total)
                 timings.add("decode", reader.timings["decode"])
@@ -320,7 +324,7 @@ def _cancel_text(label: str, done: int, total: int | None, how: str = "cancelled
 
 def _run_pipeline(reader: Reader, writer: Writer, engine: Temporal, faces: FaceStep | None, frames: _FramesDir,
                   timings: _Timings, workers: int, keep_size: bool, out_size, done: list, last: dict,
-                  total: int | None, started: float, progress, cancel) -> None:
+                  total: int | None, started: float, progress, cancel, gate=None) -> None:
     """Decode thread -> prepare here -> worker pool -> encode thread; the first error anywhere stops them all
     and is raised here."""
     stop = threading.Event()
@@ -342,6 +346,8 @@ def _run_pipeline(reader: Reader, writer: Writer, engine: Temporal, faces: FaceS
             fail(exc)
 
     def work(frame: Frame, ctx, found) -> np.ndarray:
+        if gate is not None:
+            gate()  # may wait (a server's photos go first); not counted in any stage
         t0 = time.perf_counter()
         y = engine.run(frame.x, ctx)
         t1 = time.perf_counter()
