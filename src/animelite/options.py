@@ -70,7 +70,8 @@ DEFAULT_MAX_PIXELS = 50_000_000  #: decoded images above this are refused (decom
 
 # -- video ------------------------------------------------------------------------------
 #: "off": each frame on its own (the baseline); "default": shared statistics smoothed across frames, reset at
-#: cuts; "strong": also blend with the previous output warped by the optical flow (animelite.video.temporal)
+#: cuts, and a light blend with the previous output warped by the optical flow; "strong": a heavier blend
+#: (animelite.video.temporal)
 TEMPORAL_MODES = ("off", "default", "strong")
 DEFAULT_TEMPORAL = "default"
 #: suffixes of the videos a folder walk picks up (content decides, as for photos: a PyAV probe)

@@ -268,9 +268,9 @@ def _seconds(text: str) -> float:
 
 def _temporal_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temporal", choices=TEMPORAL_MODES, default=DEFAULT_TEMPORAL,
-                   help=f"videos: off = each frame on its own; default = statistics shared across frames, reset at "
-                        f"scene cuts; strong = also blend with the previous frame along the motion "
-                        f"(default {DEFAULT_TEMPORAL})")
+                   help=f"videos: off = each frame on its own; default = statistics shared across frames (reset at "
+                        f"scene cuts) and a light blend with the previous frame along the motion; strong = a "
+                        f"heavier blend (default {DEFAULT_TEMPORAL})")
 
 
 def _video_args(p: argparse.ArgumentParser) -> None:

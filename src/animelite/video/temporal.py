@@ -1,8 +1,9 @@
 """Temporal stability: frame-to-frame state that keeps a stylized clip from flickering.
 
-Per-frame stylization flickers for two reasons, handled separately (issue 11):
+Per-frame stylization flickers for two reasons, handled by two parts that
+both modes use (issue 11):
 
-1. **Whole-frame statistics** ("default"). hayao-lite's context vector and
+1. **Whole-frame statistics.** hayao-lite's context vector and
    AnimeGANv2's layer-norm statistics are computed over the whole frame, and
    sensor noise and auto-exposure move them from frame to frame, so the tone
    of the whole picture wobbles. :meth:`Temporal.prepare` measures each
@@ -13,14 +14,39 @@ Per-frame stylization flickers for two reasons, handled separately (issue 11):
    thumbnails with their exposure removed) and when the frame size changes, so
    a new shot gets its own look at once. Styles whose statistics are out of
    reach (AnimeGANv3, user ONNX models) run per frame, with a notice.
-2. **Flow-guided blending** ("strong", needs OpenCV: ``pip install
-   'animelite[video]'``). :meth:`Temporal.finish` computes DIS optical flow
-   between the input frames (downscaled), warps the previous *output* onto the
-   current frame and blends it in where the flow is reliable: a
-   forward-backward consistency check (occlusions), a photometric check on the
-   warped input, a fade-out with fast motion (where the warp blurs and ghosts)
-   and never across a cut. Texture noise that the model turns into crawling
-   strokes settles down.
+2. **Flow-guided blending** (OpenCV, a core dependency). :meth:`Temporal.finish`
+   computes DIS optical flow between the input frames (downscaled), warps the
+   previous *output* onto the current frame and blends it in where the flow is
+   reliable: a forward-backward consistency check (occlusions), a photometric
+   check on the warped input, a fade-out with fast motion (where the warp
+   blurs and ghosts) and never across a cut. Texture noise that the model
+   turns into crawling strokes settles down.
+
+"default" is the statistics plus a LIGHT blend (DIS "fast" on 320-pixel
+frames, at most 0.6 of the previous output); "strong" the heavier blend (DIS
+"medium" on 640-pixel frames, up to 0.8). The statistics alone are not enough
+on hayao-lite: its context vector hardly moves between frames, and its
+flicker is local texture noise that only the blend reduces. Measured with
+``scripts/measure_flicker.py`` (AMD EPYC, 2 cores shared with other jobs; warp
+error relative to "off", hayao-lite at 512 px, 60 frames; every frame of both
+modes >= 34 dB from the per-frame result):
+
+=====================  ========  ========  ========  ========
+hayao-lite             bikes     pan       bikes     pan
+                       fp32      fp32      INT8      INT8
+=====================  ========  ========  ========  ========
+default                0.76x     0.60x     0.64x     0.55x
+strong                 0.60x     0.42x     0.48x     0.38x
+statistics only        0.93x     1.02x
+=====================  ========  ========  ========  ========
+
+The default's temporal work costs 15-19 ms a frame there (the model: 68-96 ms
+fp32, 40-53 ms INT8); strong's 37-45 ms. hayao (fp32, 25 frames, statistics
+pass at 256 px): default 0.61x/0.47x, strong 0.46x/0.27x (bikes/pan), every
+frame >= 27.9 dB, 164-229 ms of temporal work against a 567-775 ms model. Sweeps (``--sweep``): the moving
+average's weight (0.5/0.7/0.85) moves hayao-lite's flicker by at most 0.01x,
+and smoothing the 960 FiLM values instead of the 128 statistics changes
+nothing measurable, so the 128 statistics with 0.7 stay.
 
 "off" is exactly the image path's per-frame generator output (the baseline).
 
@@ -43,9 +69,11 @@ from ..options import DEFAULT_TEMPORAL, TEMPORAL_MODES, OptionError, one_of
 from ..pipeline import PROBE_BELOW, Stylizer
 from .context import FrameContext, LiteStatistics, NormStatistics
 
-#: weight of the history in the statistics' moving average (per frame; 0.7: a time constant of ~3 frames)
+#: weight of the history in the statistics' moving average (per frame; 0.7: a time constant of ~3 frames).
+#: Swept on hayao-lite (0.5/0.7/0.85): within 0.01x of each other, opposite ways on bikes and the pan.
 EMA_HISTORY = 0.7
-#: what hayao-lite smooths: "stats" (the 128 means/stds, then the MLP) or "film" (the 960 FiLM values)
+#: what hayao-lite smooths: "stats" (the 128 means/stds, then the MLP) or "film" (the 960 FiLM values);
+#: both measure the same (to 0.01x of "off"'s flicker), so the smaller vector stays
 LITE_SPACE = "stats"
 #: long side of AnimeGANv2's statistics pass on video frames. Measured on bikes.mp4 at 512x216 (hayao, fp32,
 #: frames 0/20/40): PSNR of the frame run with these statistics to its per-frame result, and the pass's cost
@@ -56,11 +84,11 @@ V2_STATS_SIZE = 256
 CUT_HISTOGRAM = 0.4
 #: ... or thumbnails (64 px wide, exposure removed) this different (mean |difference|, 8-bit levels)
 CUT_THUMBNAIL = 30.0
-#: long side of the frames the optical flow of "strong" runs on, and the DIS preset ("fast" or "medium")
-FLOW_SIZE = 640
-FLOW_PRESET = "medium"
-#: most weight the warped previous output gets where the flow is fully reliable
-BLEND = 0.8
+#: the flow-guided blend of each mode: (DIS preset, long side of the frames the flow runs on, most weight the
+#: warped previous output gets where the flow is fully reliable). "default" is a light blend (a cheap flow on
+#: small frames, at most half the previous output), "strong" the heavier one. Figures: see the module docstring.
+FLOW = {"default": ("fast", 320, 0.6), "strong": ("medium", 640, 0.8)}
+DIS_PRESETS = ("ultrafast", "fast", "medium")
 #: forward-backward check: |f_b + f_f(warp)|^2 < CONSISTENCY * (|f_b|^2 + |f_f|^2) + CONSISTENCY_PX (flow pixels^2)
 CONSISTENCY, CONSISTENCY_PX = 0.05, 0.5
 #: photometric check: the warped previous input may differ from the current one by up to this (luma levels,
@@ -79,9 +107,23 @@ def _cv2():
     try:
         import cv2
     except ImportError as exc:
-        raise OptionError("temporal 'strong' needs OpenCV for its optical flow: pip install 'animelite[video]' "
-                          "(or use --temporal default)") from exc
+        raise OptionError("temporal 'default' and 'strong' need OpenCV for their optical flow, which animelite "
+                          "depends on but is missing here: pip install 'opencv-python-headless>=4.8' "
+                          "(or use --temporal off)") from exc
     return cv2
+
+
+_GRIDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (x, y) of an (h, w) frame, float32, cached (frames of a clip share one size)."""
+    g = _GRIDS.get((h, w))
+    if g is None:
+        if len(_GRIDS) > 8:
+            _GRIDS.clear()
+        g = _GRIDS[(h, w)] = tuple(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)))
+    return g
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -122,14 +164,21 @@ class CutDetector:
 
 
 class FlowBlender:
-    """The "strong" mode's flow-guided blending of the previous output into the current one."""
+    """Flow-guided blending of the previous output into the current one ("default": light, "strong": heavy)."""
 
-    def __init__(self, blend: float = BLEND, flow_size: int = FLOW_SIZE):
+    def __init__(self, blend: float = FLOW["strong"][2], flow_size: int = FLOW["strong"][1],
+                 preset: str = FLOW["strong"][0]):
         cv2 = _cv2()
-        self.cv2, self.blend, self.flow_size = cv2, blend, flow_size
-        preset = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-                  "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[FLOW_PRESET]
-        self._dis = cv2.DISOpticalFlow_create(preset)
+        if preset not in DIS_PRESETS:
+            raise OptionError(f"flow preset must be one of {', '.join(DIS_PRESETS)}, got {preset!r}")
+        if not 0.0 <= blend < 1.0:
+            raise OptionError(f"blend must be in [0, 1), got {blend!r}")
+        if int(flow_size) < 16:
+            raise OptionError(f"flow size must be at least 16 pixels, got {flow_size!r}")
+        self.cv2, self.blend, self.flow_size, self.preset = cv2, float(blend), int(flow_size), preset
+        self._dis = cv2.DISOpticalFlow_create({"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+                                               "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                                               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[preset])
         self._prev: tuple[np.ndarray, np.ndarray] | None = None  # (small luma of the input, output float32)
         self.last_weight = 0.0  # mean blend weight of the last frame, for tuning
 
@@ -143,7 +192,7 @@ class FlowBlender:
         back = self._dis.calc(b, a, None)  # current pixel -> where it was in the previous frame
         fwd = self._dis.calc(a, b, None)
         h, w = b.shape
-        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        gx, gy = _grid(h, w)
         mx, my = gx + back[..., 0], gy + back[..., 1]
         fwd_w = cv2.remap(fwd, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         err = ((back + fwd_w) ** 2).sum(-1)
@@ -174,7 +223,7 @@ class FlowBlender:
         flow = cv2.resize(back, (w, h), interpolation=cv2.INTER_LINEAR)
         flow[..., 0] *= w / sw
         flow[..., 1] *= h / sh
-        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        gx, gy = _grid(h, w)
         warped = cv2.remap(prev[1], gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE)
         wfull = cv2.resize(weight, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
@@ -197,7 +246,7 @@ class Temporal:
     def __init__(self, stylizer: Stylizer, mode: str = DEFAULT_TEMPORAL, *,
                  notice: Callable[[str], None] | None = None, workers: int | None = None,
                  ema: float = EMA_HISTORY, stats_size: int = V2_STATS_SIZE, space: str = LITE_SPACE,
-                 blend: float = BLEND):
+                 blend: float | None = None, flow_size: int | None = None, flow_preset: str | None = None):
         self.mode = check_mode(mode)
         if not 0.0 <= ema < 1.0:
             raise OptionError(f"ema must be in [0, 1), got {ema!r}")
@@ -205,7 +254,11 @@ class Temporal:
         self.workers = workers or getattr(stylizer, "sessions", 1)
         self._notice = notice
         self.stats_model: LiteStatistics | NormStatistics | None = None
-        self.flow = FlowBlender(blend) if self.mode == "strong" else None
+        self.flow: FlowBlender | None = None
+        if self.mode != "off" and blend != 0:  # the mode's flow blend; blend/flow_size/flow_preset override it
+            preset, size, weight = FLOW[self.mode]
+            self.flow = FlowBlender(weight if blend is None else blend, size if flow_size is None else flow_size,
+                                    preset if flow_preset is None else flow_preset)
         self.cuts = CutDetector()
         if self.mode != "off":
             self.stats_model = self._open_statistics(stats_size, space)
@@ -243,7 +296,7 @@ class Temporal:
                                   stats_size=stats_size, workers=self.workers)
         self._say(f"temporal '{self.mode}': the statistics of style '{style.name}' are out of reach (only "
                   "hayao-lite and AnimeGANv2 styles expose them), so each frame runs on its own"
-                  + ("; the flow-guided blending still applies" if self.mode == "strong" else ""))
+                  + "; the flow-guided blending still applies")
         return None
 
     # -- the three steps ---------------------------------------------------------------
@@ -305,7 +358,7 @@ class Temporal:
         return y[ph // 2: ph // 2 + h, pw // 2: pw // 2 + w] if ph or pw else y
 
     def finish(self, x: np.ndarray, y: np.ndarray, ctx: FrameContext) -> np.ndarray:
-        """Flow-guided blending with the previous output ("strong"); identity otherwise. In frame order."""
+        """Flow-guided blending with the previous output ("default", "strong"); identity for "off". In order."""
         if self.flow is None:
             return y
         start = time.perf_counter()
@@ -319,7 +372,12 @@ class Temporal:
 # ----------------------------------------------------------------------------- the measure
 
 
-def _flow_grid(prev_in: np.ndarray, cur_in: np.ndarray, size: tuple[int, int], method: str = "dis"):
+def flow_grid(prev_in: np.ndarray, cur_in: np.ndarray, size: tuple[int, int], method: str = "dis"):
+    """(x, y) maps (float32, *size* = (h, w)) taking each pixel of *cur_in* to where it was in *prev_in*.
+
+    The flow of :func:`warp_error`: OpenCV DIS ("medium") or Farneback's, on
+    the inputs' luma at *size*. Reusable across several outputs of one clip.
+    """
     cv2 = _cv2()
     h, w = size
     a, b = _luma(prev_in), _luma(cur_in)
@@ -329,29 +387,31 @@ def _flow_grid(prev_in: np.ndarray, cur_in: np.ndarray, size: tuple[int, int], m
     a, b = a.round().astype(np.uint8), b.round().astype(np.uint8)
     if method == "dis":
         back = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(b, a, None)
-    elif method == "farneback":  # a second, unrelated flow: a cross-check for "strong", which blends along DIS
+    elif method == "farneback":  # a second, unrelated flow: a cross-check for the modes that blend along DIS
         back = cv2.calcOpticalFlowFarneback(b, a, None, 0.5, 4, 21, 3, 7, 1.5, 0)
     else:
         raise ValueError(f"flow must be 'dis' or 'farneback', got {method!r}")
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return cv2, gx + back[..., 0], gy + back[..., 1]
+    gx, gy = _grid(h, w)
+    return gx + back[..., 0], gy + back[..., 1]
 
 
 def warp_error(prev_out: np.ndarray, out: np.ndarray, prev_in: np.ndarray, cur_in: np.ndarray, *,
-               flow: str = "dis") -> float:
+               flow: str = "dis", grid: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """Mean |out_t - warp(out_{t-1})| in 8-bit levels, the warp following the INPUT's optical flow.
 
     The flow (OpenCV DIS, "medium" preset, at the outputs' size) maps each pixel
     of the current input frame to the previous one; only pixels it maps inside
     the frame count. Outputs are uint8 or float in [0, 1]. Needs OpenCV.
-    ``flow="farneback"`` uses Farneback's flow instead: "strong" blends along
-    DIS flow, so a measure along another flow checks that it did not merely
-    agree with its own flow field.
+    ``flow="farneback"`` uses Farneback's flow instead: "default" and "strong"
+    blend along DIS flow, so a measure along another flow checks that they did
+    not merely agree with their own flow field. *grid*: the maps of
+    :func:`flow_grid` for these inputs, computed once for several outputs.
     """
     h, w = out.shape[:2]
     if prev_out.shape != out.shape or prev_in.shape != cur_in.shape:
         raise ValueError("prev_out/out and prev_in/cur_in must have matching shapes")
-    cv2, mx, my = _flow_grid(prev_in, cur_in, (h, w), flow)
+    cv2 = _cv2()
+    mx, my = grid if grid is not None else flow_grid(prev_in, cur_in, (h, w), flow)
     scale = 255.0 if out.dtype != np.uint8 else 1.0
     a = prev_out.astype(np.float32) * np.float32(scale)
     b = out.astype(np.float32) * np.float32(scale)
@@ -362,5 +422,5 @@ def warp_error(prev_out: np.ndarray, out: np.ndarray, prev_in: np.ndarray, cur_i
     return float(np.abs(b - warped)[inside].mean())
 
 
-__all__ = ["Temporal", "FrameContext", "warp_error", "TEMPORAL_MODES", "DEFAULT_TEMPORAL", "CutDetector",
+__all__ = ["Temporal", "FrameContext", "warp_error", "flow_grid", "TEMPORAL_MODES", "DEFAULT_TEMPORAL", "CutDetector",
            "FlowBlender", "check_mode"]
