@@ -21,6 +21,9 @@ from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "tests"))
+
+from video_files import decoded  # noqa: E402
 
 from animelite.atomic import atomic_write  # noqa: E402
 from animelite.imageops import resize_rgb, to_uint8, working_size  # noqa: E402
@@ -29,20 +32,6 @@ from animelite.video.temporal import Temporal, flow_grid  # noqa: E402
 
 MODES = ("off", "default", "strong")
 LABEL_W = 96
-
-
-def read_frames(path: Path, count: int) -> list[np.ndarray]:
-    import av
-
-    out = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            out.append(frame.to_ndarray(format="rgb24"))
-            if len(out) >= count:
-                break
-    if len(out) < count:
-        raise SystemExit(f"{path}: only {len(out)} frames, {count} needed")
-    return out
 
 
 def stylize(stylizer: Stylizer, mode: str, frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -80,7 +69,9 @@ def main(argv=None) -> int:
     if REPO in args.out.resolve().parents:
         raise SystemExit(f"{args.out}: inside the repository; the strip is made from a clip, write it elsewhere")
     picks = [args.start + k * args.step for k in range(args.columns)]
-    clip = read_frames(args.clip, picks[-1] + 1)
+    clip = decoded(args.clip, picks[-1] + 1)
+    if len(clip) < picks[-1] + 1:
+        raise SystemExit(f"{args.clip}: only {len(clip)} frames, {picks[-1] + 1} needed")
     stylizer = Stylizer(args.style, size=args.size, faces="off", precision="fp32", notice=lambda t: None)
     h, w = clip[0].shape[:2]
     work = working_size(w, h, args.size, stylizer.style.size_multiple)

@@ -32,27 +32,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "tests"))
 
+from animelite import quality  # noqa: E402
 from animelite.imageops import resize_rgb, to_uint8, working_size  # noqa: E402
 from animelite.pipeline import Stylizer  # noqa: E402
+from video_files import decoded  # noqa: E402
+
 from animelite.video.temporal import (EMA_HISTORY, FLOW, LITE_SPACE, V2_STATS_SIZE, CutDetector,  # noqa: E402
                                       FlowBlender, Temporal, flow_grid, warp_error)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-
-
-def read_clip(path: Path, frames: int) -> list[np.ndarray]:
-    import av
-
-    out = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            out.append(frame.to_ndarray(format="rgb24"))
-            if len(out) >= frames:
-                break
-    return out
+    """PSNR of two uint8 frames (animelite.quality works on [0, 1])."""
+    return quality.psnr(a / 255.0, b / 255.0)
 
 
 def pan_clip(shared: Path | None, frames: int) -> list[np.ndarray]:
@@ -198,7 +189,7 @@ def main(argv=None) -> int:
     shared = args.shared if (args.shared / "models").is_dir() else None
     clips = {}
     if "bikes" in args.clips and shared is not None and (shared / "videos" / "bikes.mp4").is_file():
-        clips["bikes.mp4"] = read_clip(shared / "videos" / "bikes.mp4", args.frames)
+        clips["bikes.mp4"] = decoded(shared / "videos" / "bikes.mp4", args.frames)
     if "pan" in args.clips:
         clips["pan" + ("" if shared else " (synthetic photo)")] = pan_clip(shared, args.frames)
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,6 +30,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
+from video_files import decoded  # noqa: E402
+
 from animelite.pipeline import Stylizer  # noqa: E402
 from animelite.store import ModelStore  # noqa: E402
 from animelite.video import stylize_video  # noqa: E402
@@ -52,11 +54,6 @@ def make_clip(path: Path, frames: int, size: tuple[int, int], fps: int = 25) -> 
             c.mux(v.encode(f))
         c.mux(v.encode(None))
     return path
-
-
-def decoded_frames(path: Path) -> list[np.ndarray]:
-    with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
 
 def measure(clip: Path, frames: list[np.ndarray], style: str, precision: str, size: int, workers: int,
@@ -134,7 +131,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="animelite-measure-video-") as tmp:
         clip = make_clip(Path(tmp) / "clip.mp4", args.frames, (1280, 720))
-        frames = decoded_frames(clip)
+        frames = decoded(clip)
         short = make_clip(Path(tmp) / "short.mp4", min(args.slow_frames, args.frames), (1280, 720))
         for style, precision in styles:
             for size in args.sizes:

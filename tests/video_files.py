@@ -79,9 +79,15 @@ def frame_times(path: Path) -> list[float]:
         return [float(f.pts * f.time_base) for f in c.decode(video=0)]
 
 
-def decoded(path: Path) -> list[np.ndarray]:
+def decoded(path: Path, limit: int | None = None) -> list[np.ndarray]:
+    """The clip's frames as RGB arrays (the first *limit* of them when given)."""
+    out: list[np.ndarray] = []
     with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        for f in c.decode(video=0):
+            if limit is not None and len(out) >= limit:
+                break
+            out.append(f.to_ndarray(format="rgb24"))
+    return out
 
 
 def video_duration(path: Path) -> float:

@@ -42,6 +42,18 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+def form_fields(form, file_field: str) -> dict[str, str]:
+    """The text fields of a multipart *form* besides its one file, *file_field*; another file is refused (400)."""
+    fields = {}
+    for key, value in form.multi_items():
+        if key == file_field:
+            continue
+        if not isinstance(value, str):
+            raise BadParameter(f"only the '{file_field}' field may be a file, {shown(key)} is one too")
+        fields[key] = value
+    return fields
+
+
 async def read_upload(request: Request, limit: int, max_fields: int) -> tuple[bytes, dict[str, str]]:
     """The image bytes and any parameters sent as form fields (at most *max_fields* of them)."""
     mtype = _media_type(request)
@@ -54,13 +66,7 @@ async def read_upload(request: Request, limit: int, max_fields: int) -> tuple[by
             data = await upload.read(limit + 1)
             if len(data) > limit:
                 raise _too_large(limit)
-            fields = {}
-            for key, value in form.multi_items():
-                if key == "image":
-                    continue
-                if not isinstance(value, str):
-                    raise BadParameter(f"only the 'image' field may be a file, {shown(key)} is one too")
-                fields[key] = value
+            fields = form_fields(form, "image")
         return data, fields
     # Anything else is the raw picture, whatever its label: `curl --data-binary @photo.jpg` sends
     # application/x-www-form-urlencoded, and the content is sniffed anyway (check_image).

@@ -64,12 +64,7 @@ class PhotoYield:
 
 def summary_dict(summary: Any) -> dict:
     """The driver's VideoSummary as JSON-safe data, without server paths."""
-    if dataclasses.is_dataclass(summary) and not isinstance(summary, type):
-        raw = dataclasses.asdict(summary)
-    elif isinstance(summary, dict):
-        raw = dict(summary)
-    else:
-        raw = {k: v for k, v in vars(summary).items() if not k.startswith("_")} if summary is not None else {}
+    raw = dict(summary) if isinstance(summary, dict) else dataclasses.asdict(summary)
     out = {}
     for key, value in raw.items():
         if key in ("src", "dst", "frames_dir"):
@@ -200,11 +195,9 @@ class JobManager:
         frames_seen = [0]
 
         def progress(p: Any) -> None:
-            job.frames_done = int(getattr(p, "frames_done", 0) or 0)
-            total = getattr(p, "frames_total", None)
-            job.frames_total = int(total) if total else None
-            job.eta_s = getattr(p, "eta_s", None)
-            job.fps = getattr(p, "fps", None)
+            job.frames_done = int(p.frames_done)
+            job.frames_total = int(p.frames_total) if p.frames_total else None
+            job.eta_s, job.fps = p.eta_s, p.fps
             self.metrics.video_frames.labels(source="job").inc(max(0, job.frames_done - frames_seen[0]))
             frames_seen[0] = max(frames_seen[0], job.frames_done)
             now = time.perf_counter()
@@ -218,7 +211,7 @@ class JobManager:
             summary = self.runner(
                 self.store.input_path(job), self.store.result_path(job), stylizer=stylizer,
                 temporal=params.get("temporal", "default"), max_duration=self.max_seconds, overwrite=True,
-                workers=getattr(stylizer, "sessions", 1), progress=progress, cancel=cancel,
+                workers=stylizer.sessions, progress=progress, cancel=cancel,
                 notice=lambda text: log.info("job %s: %s", job.id[:6], text),
                 gate=lambda: fair.before_frame(cancel))
         except AnimeliteError as exc:

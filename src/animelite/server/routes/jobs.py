@@ -23,7 +23,7 @@ from ..errors import BadParameter, ServiceError, UploadTooLarge, service_error, 
 from ..jobs import ACTIVE, DONE, Job
 from ..params import VIDEO_PARAM_NAMES
 from ..service import StylizeService
-from ..uploads import is_multipart, is_supported_image, megabytes
+from ..uploads import form_fields, is_multipart, is_supported_image, megabytes
 
 VIDEO_MIME = {"mp4": "video/mp4", "webm": "video/webm"}
 CHUNK = 1024 * 1024
@@ -56,12 +56,7 @@ async def _receive(request: Request, dest: Path, limit: int) -> dict[str, str]:
             if upload is None or isinstance(upload, str):
                 raise BadParameter("no video found: send it in a multipart form field named 'video'",
                                    code="missing_video")
-            for key, value in form.multi_items():
-                if key == "video":
-                    continue
-                if not isinstance(value, str):
-                    raise BadParameter(f"only the 'video' field may be a file, {shown(key)} is one too")
-                fields[key] = value
+            fields = form_fields(form, "video")
             await upload.seek(0)
             copied = await asyncio.to_thread(_copy, upload.file, dest, limit)
     else:
@@ -111,9 +106,7 @@ def sniff_video(path: Path, max_seconds: float) -> dict[str, Any]:
     except VideoError as exc:
         raise ServiceError(f"the video cannot be read: {_plain_video(exc, path)}", status=422,
                            code="unreadable_video") from None
-    duration = getattr(info, "duration_s", None)
-    if duration is None:
-        duration = getattr(info, "duration", None)
+    duration = info.duration_s
     if duration is not None and duration > max_seconds:
         raise ServiceError(f"the video is {duration:.1f} s long; this server accepts up to {max_seconds:g} s, "
                            "please send a shorter one", status=413, code="too_long")
