@@ -288,6 +288,50 @@ def test_frame_stream_matches_the_clip_path_and_resets_on_a_new_size(tiny):
         stream.stylize(np.zeros((10, 10), np.float32))
 
 
+def test_face_tracks_end_at_a_scene_cut(tmp_path, store, monkeypatch):
+    """A cut starts the faces afresh (a track from the last shot never fades out over the new picture),
+    in the clip path and in FrameStream alike; frames within a shot keep their tracks."""
+    from animelite.faces.track import FaceTracker
+
+    resets, seen = [], [0]  # resets: how many frames the trackers had seen when each reset came
+    real_reset, real_update = FaceTracker.reset, FaceTracker.update
+
+    def update(self, rgb):
+        seen[0] += 1
+        return real_update(self, rgb)
+
+    monkeypatch.setattr(FaceTracker, "reset", lambda self: (resets.append(seen[0]), real_reset(self))[1])
+    monkeypatch.setattr(FaceTracker, "update", update)
+    s = Stylizer("tiny", store=store, size=160, sessions=1, threads=1)  # faces "auto"
+    shot = vf.frames(4, (320, 240))
+    from clips import synthetic_photo
+
+    other = [synthetic_photo(320, 240, seed=9) // 3] * 2  # another, darker scene: a cut
+    stream = FrameStream(s, temporal="default")
+    for f in shot:
+        stream.stylize(f)
+    before = len(resets)
+    stream.stylize(shot[-1])
+    assert len(resets) == before  # same shot: the tracks carry on
+    stream.stylize(other[0])
+    assert len(resets) == before + 1
+    import av
+
+    src = tmp_path / "cut.mp4"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 320, 240, "yuv420p"
+        for i, rgb in enumerate(shot + other):
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            f.pts = i
+            c.mux(v.encode(f))
+        c.mux(v.encode(None))
+    resets.clear()
+    seen[0] = 0
+    _run(src, tmp_path / "out.mp4", s, temporal="default")
+    assert set(resets) == {0, 4}  # before the first frame (a fresh start) and at the cut, nothing in between
+
+
 def test_faces_on_run_per_frame(tmp_path, store):
     s = Stylizer("tiny", store=store, size=160, sessions=2, threads=1)  # faces "auto": YuNet on each frame
     src = vf.write_clip(tmp_path / "clip.mp4", 6, audio=None)

@@ -407,6 +407,8 @@ def _run_pipeline(reader: Reader, writer: Writer, engine: Temporal, faces: FaceS
             timings.add("temporal", t1 - t0)
             found = None
             if faces is not None:
+                if ctx.cut:  # a new shot: no face track carries over (nor fades out over the new picture)
+                    faces.reset()
                 found = faces.find(frame.rgb)
                 timings.add("faces", time.perf_counter() - t1)
             if not _put(ready, (frame, ctx, pool.submit(work, frame, ctx, found)), stop):
@@ -479,6 +481,8 @@ class FrameStream:
         t1 = time.perf_counter()
         ctx = self.temporal.prepare(x)
         t2 = time.perf_counter()
+        if self.faces is not None and ctx.cut:  # a new shot: no face track carries over
+            self.faces.reset()
         found = self.faces.find(rgb) if self.faces is not None else None
         t3 = time.perf_counter()
         y = self.temporal.run(x, ctx)
